@@ -1,0 +1,458 @@
+"""The public API for plugin authors.
+
+A plugin is a class derived from one of the bases below (`ModelAdapter`, `Decoder`,
+`Metric`, `Engine`, `DatasetSource`, `Reporter`) and handed to the matching
+`register` callback of a hook in :mod:`harness.hookspecs`. Plugins import from
+``harness.api`` (and ``harness.errors``) only; everything else in ``harness`` is
+internal and may change.
+
+Every plugin class declares:
+
+* ``name``: how ``registry.toml`` refers to it;
+* ``version``: bump it whenever the plugin's outputs change for the same inputs. The
+  version is part of every cache key, so a bump recomputes exactly what it affects;
+* ``options``: the settings it accepts in ``registry.toml``, as :class:`Option` values.
+  The core validates them (type, range, choices, unknown keys) before anything runs,
+  so a plugin receives a plain dict with defaults filled in.
+
+Heavy libraries (torch, transformers, bert_score, vllm, unsloth) must be imported inside
+methods, never at module import, so ``harness plugins`` and ``harness check`` stay fast
+and a missing optional package only matters to the plugin that needs it. Raise
+:class:`harness.errors.MissingDependency` with the extra to install when one is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+__all__ = [
+    "REQUIRED",
+    "Option",
+    "Plugin",
+    "Progress",
+    "NullProgress",
+    "Example",
+    "TrainPair",
+    "ModelSpec",
+    "FinetuneSpec",
+    "ModelAdapter",
+    "LoadedModel",
+    "Decoding",
+    "Decoder",
+    "GenRequest",
+    "GenResult",
+    "Engine",
+    "EngineSession",
+    "ScoreInput",
+    "ExampleScore",
+    "Metric",
+    "DatasetSource",
+    "Reporter",
+    "ReportRow",
+    "stable_hash",
+]
+
+
+class _Required:
+    def __repr__(self) -> str:  # pragma: no cover - cosmetic
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting a plugin accepts in ``registry.toml``.
+
+    ``type`` is a Python type or tuple of types (``float`` also accepts integers).
+    ``items`` is the element type of a ``list`` option. ``minimum``/``maximum`` bound
+    numbers (inclusive); ``choices`` restricts to a fixed set.
+    """
+
+    type: type | tuple[type, ...]
+    default: Any = REQUIRED
+    help: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[Any, ...] | None = None
+    items: type | None = None
+    nullable: bool = False
+
+
+class Plugin:
+    """Base of every plugin kind."""
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    description: ClassVar[str] = ""
+    options: ClassVar[dict[str, Option]] = {}
+
+    def __init__(self, settings: dict[str, Any] | None = None):
+        #: validated settings from registry.toml, defaults filled in
+        self.settings: dict[str, Any] = dict(settings or {})
+
+
+class Progress(Protocol):
+    """Progress reporting handed to long-running plugin methods.
+
+    ``task(description, total)`` returns a callable ``advance(n=1, **fields)``; fields
+    such as ``loss`` or ``tok_s`` are shown beside the bar.
+    """
+
+    def task(self, description: str, total: int | None) -> Callable[..., None]: ...
+
+
+class NullProgress:
+    """A Progress that shows nothing (tests, library use)."""
+
+    def task(self, description: str, total: int | None) -> Callable[..., None]:
+        return lambda n=1, **fields: None
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Example:
+    """One Alpaca-format record with a stable id derived from its content."""
+
+    id: str
+    instruction: str
+    input: str
+    output: str
+
+    @staticmethod
+    def make(instruction: str, input: str, output: str) -> Example:
+        digest = stable_hash({"instruction": instruction, "input": input, "output": output})
+        return Example(id=digest[:16], instruction=instruction, input=input, output=output)
+
+
+@dataclass(frozen=True)
+class TrainPair:
+    """A rendered training example: the model learns ``response`` given ``prompt``."""
+
+    prompt: str
+    response: str
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    """How to fine-tune with LoRA. Shared by every adapter; adapter-specific settings go in ``options``."""
+
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ()
+    max_steps: int = 0
+    epochs: float = 1.0
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_seq_length: int = 512
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    gradient_checkpointing: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One ``[[models]]`` entry of the registry, validated."""
+
+    name: str
+    adapter: str
+    base_model: str
+    finetune: FinetuneSpec | None
+    template: str = "alpaca"  # "alpaca" or "chat"
+    options: dict[str, Any] = field(default_factory=dict)
+    base_dir: Path = Path(".")  # the registry's folder: relative paths resolve against it
+
+
+@dataclass
+class LoadedModel:
+    """What ``ModelAdapter.load`` returns: a ready causal LM and its tokenizer.
+
+    ``generate`` is an optional override used by engines instead of
+    ``model.generate`` (unsloth routes generation through its inference mode).
+    """
+
+    model: Any
+    tokenizer: Any
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelAdapter(Plugin):
+    """Loads and fine-tunes one family of causal LMs.
+
+    The core calls, in order: ``identity`` (cheap; part of every cache key),
+    ``tokenizer`` (to render prompts), ``train`` (only when ``spec.finetune`` is set and
+    no adapter with the same training input exists), and ``load`` (once per run per
+    model, by the generation engine).
+    """
+
+    kind = "model"
+
+    def identity(self, spec: ModelSpec) -> dict[str, Any]:
+        """A JSON-able description of the base model that changes when its weights change.
+
+        For a hub name: the name and revision. For a local file or folder: a content
+        fingerprint. Must be cheap enough to call on every run.
+        """
+        raise NotImplementedError
+
+    def tokenizer(self, spec: ModelSpec) -> Any:
+        """The base model's tokenizer (with its chat template, if any)."""
+        raise NotImplementedError
+
+    def train(self, spec: ModelSpec, pairs: Sequence[TrainPair], out_dir: Path, progress: Progress) -> dict[str, Any]:
+        """Fine-tune on ``pairs`` (loss on the response only) and save the LoRA adapter.
+
+        Writes ``adapter_model.safetensors`` and ``adapter_config.json`` into ``out_dir``
+        (which exists and is empty). Returns a JSON-able summary (steps, final loss,
+        tokens per second) that is stored with the adapter.
+        """
+        raise NotImplementedError
+
+    def load(self, spec: ModelSpec, adapter_dir: Path | None) -> LoadedModel:
+        """Load the base model, with the LoRA adapter from ``adapter_dir`` applied if given, for inference."""
+        raise NotImplementedError
+
+    def base_path(self, spec: ModelSpec) -> str:
+        """A path or hub name that engines which load weights themselves (vLLM) can use."""
+        return spec.base_model
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """The effective decoding parameters of one config, as an engine must apply them.
+
+    ``strategy`` is one of ``greedy``, ``sample``, ``beam``, ``beam_sample``. Parameters
+    that have no effect under the strategy are listed in ``unused`` (and keep the
+    neutral value), so a report can show what the user asked for and what ran.
+    """
+
+    strategy: str
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    repetition_penalty: float = 1.0
+    early_stopping: bool = False
+    unused: tuple[str, ...] = ()
+    requested: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def do_sample(self) -> bool:
+        return self.strategy in ("sample", "beam_sample")
+
+    def effective(self) -> dict[str, Any]:
+        """Everything that determines the output (``requested`` excluded): hashed into cache keys."""
+        d = asdict(self)
+        d.pop("requested")
+        d["unused"] = list(self.unused)
+        d["do_sample"] = self.do_sample
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.effective()
+        d["requested"] = dict(self.requested)
+        return d
+
+
+class Decoder(Plugin):
+    """Turns a sweep config (the parameters the user wrote) into an effective :class:`Decoding`.
+
+    ``params`` declares the sweep parameters the decoder understands, with defaults and
+    ranges; the registry validates every swept value against them before ``resolve``
+    is called. ``config_name`` names a config from its requested parameters.
+    """
+
+    kind = "decoder"
+    params: ClassVar[dict[str, Option]] = {}
+
+    def resolve(self, params: dict[str, Any], max_new_tokens: int) -> Decoding:
+        raise NotImplementedError
+
+    def config_name(self, params: dict[str, Any]) -> str:
+        return "_".join(f"{k}_{_fmt(v)}" for k, v in params.items())
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+# --------------------------------------------------------------------------- generation
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """One prompt to complete. ``seed`` makes sampling reproducible per example."""
+
+    key: str
+    prompt: str
+    decoding: Decoding
+    seed: int
+
+
+@dataclass(frozen=True)
+class GenResult:
+    key: str
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float
+    finish_reason: str  # "eos" | "length"
+
+
+class EngineSession(Protocol):
+    """A model loaded by an engine, serving every decoding config of a run."""
+
+    def generate(self, requests: Sequence[GenRequest], progress: Progress) -> Iterator[list[GenResult]]:
+        """Complete ``requests``, yielding results batch by batch as they finish.
+
+        The caller stores each yielded batch before asking for the next, so an
+        interrupted run loses at most one batch.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+class Engine(Plugin):
+    """Generates text for a model. ``open`` is called once per model per run."""
+
+    kind = "engine"
+
+    def identity(self) -> dict[str, Any]:
+        """What changes the generated text besides model, prompt and decoding (hashed into cache keys)."""
+        return {"engine": self.name, "version": self.version}
+
+    def open(self, adapter: ModelAdapter, spec: ModelSpec, adapter_dir: Path | None) -> EngineSession:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclass(frozen=True)
+class ScoreInput:
+    """One generation to score against its reference."""
+
+    key: str
+    prediction: str
+    reference: str
+    example: Example
+
+
+@dataclass(frozen=True)
+class ExampleScore:
+    """A per-example score. ``stats`` holds sufficient statistics for corpus-level metrics (BLEU)."""
+
+    value: float
+    stats: tuple[float, ...] | None = None
+
+
+class Metric(Plugin):
+    """Scores generations against references.
+
+    ``score`` is called with batches of inputs (possibly from several configs at once)
+    and returns one :class:`ExampleScore` per input, in order. An empty prediction
+    must score 0, never raise. ``aggregate`` turns the per-example scores of one
+    (model, config) cell into the reported number (default: the mean).
+    ``identity`` describes everything that changes the numbers (model, layer,
+    tokenizer, signature); it is stored with every score and part of the cache key.
+    """
+
+    kind = "metric"
+    higher_is_better: ClassVar[bool] = True
+    label: ClassVar[str] = ""  # column title in reports, defaults to name
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "settings": self.settings}
+
+    def score(self, inputs: Sequence[ScoreInput], progress: Progress) -> list[ExampleScore]:
+        raise NotImplementedError
+
+    def aggregate(self, scores: Sequence[ExampleScore]) -> float:
+        return sum(s.value for s in scores) / len(scores) if scores else float("nan")
+
+    def close(self) -> None:
+        """Release models held between calls."""
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+class DatasetSource(Plugin):
+    """Provides Alpaca-format records (``instruction``, ``input``, ``output``)."""
+
+    kind = "dataset"
+
+    def fingerprint(self, base_dir: Path) -> dict[str, Any]:
+        """Cheap JSON-able identity of the data (path + content hash, hub name + revision)."""
+        raise NotImplementedError
+
+    def load(self, base_dir: Path) -> list[dict[str, str]]:
+        """All records, in a stable order. Raise UserError naming the row for malformed records."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One number of a report: ``metric`` of ``config`` for ``model`` over ``n`` examples."""
+
+    model: str
+    config: str
+    metric: str
+    value: float | None
+    n: int
+    ci_low: float | None = None
+    ci_high: float | None = None
+    error: str | None = None
+
+
+class Reporter(Plugin):
+    """Renders report rows in one output format (``harness report --format NAME``)."""
+
+    kind = "reporter"
+
+    def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of a JSON-able object with sorted keys: the basis of every cache key."""
+    data = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        return asdict(obj)
+    raise TypeError(f"not JSON-able: {type(obj).__name__}")

@@ -1,0 +1,353 @@
+"""The ``harness`` command line.
+
+Exit codes: 0 everything succeeded, 1 some cell failed (stored, shown in the report),
+2 bad input (one message, nothing written), 130 interrupted (everything finished so
+far is kept; run again to continue).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from . import __version__
+from .errors import UserError
+from .plugins import Plugins, build_plugins
+
+err = Console(stderr=True, highlight=False)
+DEFAULT_REGISTRY = "registry.toml"
+
+
+def handle_errors(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            err.print(f"[bold red]error:[/] {exc.render()}", markup=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("\n[yellow]interrupted[/]: everything finished so far is saved; run the same command again to continue.", markup=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+registry_option = click.option(
+    "-r", "--registry", "registry", default=DEFAULT_REGISTRY, show_default=True, type=click.Path(dir_okay=False), help="experiment file"
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="harness")
+def main() -> None:
+    """Fine-tune, sweep decoding settings, score and report — through plugins."""
+
+
+# ---------------------------------------------------------------------- plugins / check
+
+
+@main.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list")
+@handle_errors
+def plugins_cmd(as_json: bool) -> None:
+    """List every plugin: name, kind, package, version — and any that failed to load."""
+    plugins = build_plugins()
+    if as_json:
+        click.echo(json.dumps([i.as_dict() for i in plugins.all()] + [f.as_dict() for f in plugins.failures], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="harness plugins")
+    for col in ("name", "kind", "package", "version", "description"):
+        table.add_column(col)
+    for i in plugins.all():
+        table.add_row(i.name, i.kind, i.package, i.version, i.cls.description)
+    Console().print(table)
+    for f in plugins.failures:
+        err.print(f"[red]failed to load[/] {f.name} ({f.package or 'unknown package'}): {f.error}", markup=True)
+
+
+@main.command("check")
+@click.argument("path", default=DEFAULT_REGISTRY, type=click.Path(dir_okay=False))
+@handle_errors
+def check_cmd(path: str) -> None:
+    """Validate an experiment file without running anything."""
+    exp, _ = _load(path)
+    n_ft = sum(1 for m in exp.models if m.finetune)
+    click.echo(
+        f"{path}: ok — {len(exp.models)} models ({n_ft} fine-tuned), {len(exp.configs)} decoding configs, "
+        f"metrics {', '.join(exp.metrics)}, engine {exp.engine}, test split {exp.dataset.test_size}"
+    )
+
+
+# ---------------------------------------------------------------------- stages
+
+
+def _selection_options(fn: Callable) -> Callable:
+    fn = click.option("--metric", "metrics", multiple=True, help="only this metric (repeatable)")(fn)
+    fn = click.option("--config", "configs", multiple=True, help="only this decoding config (repeatable)")(fn)
+    fn = click.option("--model", "models", multiple=True, help="only this model (repeatable)")(fn)
+    return fn
+
+
+@main.command("run")
+@click.option("--all", "run_all", is_flag=True, help="every model × decoding config × metric")
+@_selection_options
+@registry_option
+@handle_errors
+def run_cmd(run_all: bool, models, configs, metrics, registry: str) -> None:
+    """Split, fine-tune, generate, score and report."""
+    if not run_all and not (models or configs or metrics):
+        raise UserError("say what to run: --all, or select with --model/--config/--metric")
+    _stages(registry, ("split", "train", "generate", "score"), models, configs, metrics, report=True)
+
+
+def _stage_command(stage: str, help_text: str) -> None:
+    @main.command(stage, help=help_text)
+    @_selection_options
+    @registry_option
+    @handle_errors
+    def cmd(models, configs, metrics, registry: str) -> None:
+        _stages(registry, (stage,), models, configs, metrics, report=False)
+
+
+_stage_command("split", "Load the dataset and save the deterministic train/test split.")
+_stage_command("train", "Fine-tune the models that ask for it (reusing unchanged adapters).")
+_stage_command("generate", "Generate answers for every selected model × decoding config.")
+_stage_command("score", "Score stored generations with every selected metric.")
+
+
+def _stages(registry: str, stages: tuple[str, ...], models, configs, metrics, *, report: bool) -> None:
+    from .runner import Runner, Selection, run_metadata
+    from .store import Store
+
+    exp, plugins = _load(registry)
+    store = Store(exp.output_dir)
+    command = " ".join(["harness", *sys.argv[1:]])
+    run_id = store.start_run(command, run_metadata(exp, command))
+    progress = RichProgress()
+    runner = Runner(exp, plugins, store, progress, Selection(list(models) or None, list(configs) or None, list(metrics) or None))
+    status = "interrupted"
+    started = time.perf_counter()
+    try:
+        with progress:
+            for stage in stages:
+                getattr(runner, stage)()
+        status = "failed" if runner.stats.failed_cells else "ok"
+    finally:
+        meta = run_metadata(exp, command) | {"stats": runner.stats.__dict__, "seconds": round(time.perf_counter() - started, 2)}
+        store.finish_run(run_id, status, meta)
+    s = runner.stats
+    err.print(
+        f"done in {time.perf_counter() - started:.1f}s: trained {s.trained} (reused {s.reused_adapters}), "
+        f"generated {s.generated} (cached {s.cached_generations}), scored {s.scored} (cached {s.cached_scores})"
+    )
+    if report:
+        _report(runner, "table", None)
+    if s.failed_cells:
+        err.print(f"[red]{len(s.failed_cells)} cell(s) failed[/]: " + ", ".join(s.failed_cells[:8]), markup=True)
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------- report
+
+
+@main.command("report")
+@click.option("--format", "fmt", default="table", show_default=True, help="table, markdown, csv, json (or a reporter plugin)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write to this file instead of stdout")
+@_selection_options
+@registry_option
+@handle_errors
+def report_cmd(fmt: str, output: str | None, models, configs, metrics, registry: str) -> None:
+    """Show results from the store (computes nothing)."""
+    from .runner import Runner, Selection
+    from .store import Store
+
+    exp, plugins = _load(registry)
+    plugins.info("reporter", fmt, key="--format")
+    store = Store.open_existing(exp.output_dir)
+    if store is None:
+        raise UserError(f"no results yet in {exp.output_dir}; run `harness run --all` first", file=exp.path)
+    runner = Runner(exp, plugins, store, None, Selection(list(models) or None, list(configs) or None, list(metrics) or None))
+    _report(runner, fmt, output)
+
+
+def _report(runner, fmt: str, output: str | None) -> None:
+    from .api import ReportRow
+
+    rows = runner.results()
+    runner.save_aggregates(rows)
+    exp = runner.exp
+    metrics = []
+    for name in runner.metric_names():
+        m = runner.metric(name)
+        metrics.append({"name": name, "label": m.label or name, "higher_is_better": m.higher_is_better})
+    metrics.append({"name": "human", "label": "Human", "higher_is_better": True})
+    report_rows = [ReportRow(r["model"], r["config"], r["metric"], r["value"], r["n"], error=r["error"]) for r in rows]
+    context = {
+        "experiment": exp.name,
+        "metrics": metrics,
+        "failures": [f for f in runner.store.failures() if f["model"] in {m.name for m in runner.models()}],
+        "provenance": {name: runner.metric(name).identity() for name in runner.metric_names()},
+        "color": output is None and sys.stdout.isatty(),
+    }
+    reporter = runner.plugins.create("reporter", fmt)
+    text = reporter.render(report_rows, context)
+    if output:
+        _write_atomic(Path(output), text)
+        err.print(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+# ---------------------------------------------------------------------- human ratings
+
+
+@main.group("human")
+def human_group() -> None:
+    """Blinded human-rating sheets: export for annotators, import their ratings."""
+
+
+@human_group.command("export")
+@click.option("-o", "--output", default="human_sheet.csv", show_default=True, type=click.Path(dir_okay=False))
+@click.option("-n", "--n-per-cell", type=int, default=None, help="items per (model, config); default from [human] in the registry")
+@_selection_options
+@registry_option
+@handle_errors
+def human_export(output: str, n_per_cell: int | None, models, configs, metrics, registry: str) -> None:
+    """Write a blinded CSV sheet: N items per (model, config), shuffled, model and config hidden."""
+    import secrets
+
+    from . import human
+    from .runner import Runner, Selection
+    from .store import Store
+
+    exp, plugins = _load(registry)
+    n = n_per_cell if n_per_cell is not None else exp.human["n_per_cell"]
+    if n < 1:
+        raise UserError("must be at least 1", key="--n-per-cell")
+    store = Store.open_existing(exp.output_dir)
+    if store is None:
+        raise UserError(f"no generations yet in {exp.output_dir}; run `harness run --all` first", file=exp.path)
+    runner = Runner(exp, plugins, store, None, Selection(list(models) or None, list(configs) or None, None))
+    runner._resolve_adapters_readonly()
+    eid = runner.engine().identity()
+    candidates = []
+    for spec in runner.models():
+        state = runner.model_state(spec)
+        if not state.ready:
+            continue
+        for config in runner.configs():
+            keys = runner.cell_keys(state, config, eid)
+            gens = store.generations([k for _, k in keys])
+            for e, k in keys:
+                if k in gens:
+                    candidates.append(human.SheetCandidate(k, spec.name, config.name, e.id, e.instruction, e.input, gens[k]["text"]))
+    if not candidates:
+        raise UserError("no generations to rate yet; run `harness run --all` first", file=exp.path)
+    salt = store.get_meta("human_salt")
+    if salt is None:
+        salt = secrets.token_hex(8)
+        store.set_meta("human_salt", salt)
+    sampled = human.sample_items(candidates, n, exp.human["seed"], salt=salt)
+    human.write_sheet(output, sampled)
+    store.save_human_items([(i.item_id, i.gen_key, i.model, i.config, i.example_id) for i, _ in sampled])
+    click.echo(f"wrote {len(sampled)} items to {output}: fill in 'rating' (0/1 or 1-5) and 'annotator', then `harness human import {output}`")
+
+
+@human_group.command("import")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--scale", type=click.Choice(["auto", "binary", "likert"]), default=None, help="default from [human] in the registry")
+@registry_option
+@handle_errors
+def human_import(path: str, scale: str | None, registry: str) -> None:
+    """Import a filled sheet; a bad file imports nothing."""
+    from . import human
+    from .store import Store
+
+    exp, _ = _load(registry)
+    store = Store.open_existing(exp.output_dir)
+    known = store.human_item_ids() if store else set()
+    if not known:
+        raise UserError(f"no exported sheet is known in {exp.output_dir}; run `harness human export` first", file=path)
+    ratings, resolved = human.read_sheet(path, known, scale=scale or exp.human["scale"])
+    store.save_ratings([(r.item_id, r.annotator, r.rating) for r in ratings], resolved, str(Path(path).resolve()))
+    annotators = sorted({r.annotator for r in ratings})
+    click.echo(f"imported {len(ratings)} {resolved} ratings from {len(annotators)} annotator(s): {', '.join(annotators)}")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _load(path: str):
+    from .registry import load_experiment
+
+    plugins: Plugins = build_plugins()
+    return load_experiment(path, plugins), plugins
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RichProgress:
+    """Progress bars on stderr for fine-tuning, generation and scoring."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=err,
+            transient=False,
+        )
+        self._label = ""
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.stop()
+
+    def note(self, label: str) -> None:
+        self._label = label
+
+    def task(self, description: str, total: int | None):
+        title = f"{description} {self._label}".strip() if description == "generating" else description
+        task_id = self._progress.add_task(title, total=total, info="")
+
+        def advance(n: int = 1, **fields: Any) -> None:
+            info = "  ".join(f"{k}={v}" for k, v in fields.items())
+            self._progress.update(task_id, advance=n, info=info)
+
+        return advance
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

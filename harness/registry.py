@@ -1,0 +1,417 @@
+"""Reading and validating ``registry.toml``, the experiment file.
+
+Validation is complete before anything runs: every key is known, every value has the
+right type and range, every plugin and metric exists, every local file is there. The
+first problem found raises one :class:`~harness.errors.UserError` naming the file,
+the key and what is allowed.
+
+Layout (see the shipped ``registry.toml`` for a commented example)::
+
+    [experiment]  name, output_dir, seed
+    [dataset]     source, test_size, train_size, seed, + the source plugin's options
+    [engine]      name, + the engine plugin's options
+    [[models]]    name, adapter, base_model, template, finetune (bool or table), + adapter options
+    [sweep]       decoder, mode, max_new_tokens, seed, include_defaults, [sweep.defaults], [sweep.vary]
+    [metrics]     names, + [metrics.NAME] option tables
+    [human]       n_per_cell, seed, scale
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .api import REQUIRED, Decoding, FinetuneSpec, ModelSpec, Option
+from .errors import UserError, did_you_mean, unknown_name
+from .plugins import Plugins
+
+TEMPLATES = ("alpaca", "chat")
+SWEEP_MODES = ("one-at-a-time", "grid")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """One decoding config of the sweep: its study-style name, the requested params and the effective decoding."""
+
+    name: str
+    params: dict[str, Any]
+    decoding: Decoding
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    source: str
+    settings: dict[str, Any]
+    test_size: int
+    train_size: int  # 0 = every record not in the test split
+    seed: int
+
+
+@dataclass(frozen=True)
+class Experiment:
+    path: Path
+    name: str
+    output_dir: Path
+    seed: int
+    dataset: DatasetConfig
+    engine: str
+    engine_settings: dict[str, Any]
+    models: list[ModelSpec]
+    decoder: str
+    configs: list[SweepConfig]
+    sweep_seed: int
+    max_new_tokens: int
+    metrics: list[str]
+    metric_settings: dict[str, dict[str, Any]]
+    human: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise UserError(unknown_name("model", name, [m.name for m in self.models]), file=self.path)
+
+    def config(self, name: str) -> SweepConfig:
+        for c in self.configs:
+            if c.name == name:
+                return c
+        raise UserError(unknown_name("config", name, [c.name for c in self.configs]), file=self.path)
+
+
+# --------------------------------------------------------------------------- schemas
+
+EXPERIMENT_KEYS = {
+    "name": Option(str, default="experiment", help="a name shown in reports"),
+    "output_dir": Option(str, default="runs/{name}", help="where the store and adapters go, relative to this file"),
+    "seed": Option(int, default=0, minimum=0, help="master seed"),
+}
+DATASET_KEYS = {
+    "source": Option(str, help="a dataset plugin: synthetic, json, hub, …"),
+    "test_size": Option(int, minimum=1, help="examples in the test split"),
+    "train_size": Option(int, default=0, minimum=0, help="examples in the train split (0 = the rest)"),
+    "seed": Option(int, default=42, minimum=0, help="seed of the split"),
+}
+ENGINE_KEYS = {"name": Option(str, default="transformers", help="a generation engine plugin")}
+MODEL_KEYS = {
+    "name": Option(str, help="the model's name in reports"),
+    "adapter": Option(str, help="a model adapter plugin"),
+    "base_model": Option(str, help="hub name, local folder, .gguf file, or package:<pkg>/<path>"),
+    "template": Option(str, default="alpaca", choices=TEMPLATES, help="prompt template"),
+    "finetune": Option((bool, dict), default=False, help="false, true, or a table of LoRA settings"),
+}
+FINETUNE_KEYS = {
+    "r": Option(int, default=16, minimum=1, help="LoRA rank"),
+    "alpha": Option(int, default=16, minimum=1, help="LoRA alpha"),
+    "dropout": Option(float, default=0.0, minimum=0.0, maximum=1.0),
+    "target_modules": Option(list, default=[], items=str, help="module names (empty: the adapter's default)"),
+    "max_steps": Option(int, default=0, minimum=0, help="optimizer steps (0: use epochs)"),
+    "epochs": Option(float, default=1.0, minimum=0.0),
+    "learning_rate": Option(float, default=2e-4, minimum=0.0),
+    "batch_size": Option(int, default=8, minimum=1),
+    "grad_accum": Option(int, default=1, minimum=1),
+    "max_seq_length": Option(int, default=512, minimum=8),
+    "warmup_steps": Option(int, default=0, minimum=0),
+    "weight_decay": Option(float, default=0.0, minimum=0.0),
+    "gradient_checkpointing": Option(bool, default=False),
+    "seed": Option(int, default=0, minimum=0),
+}
+SWEEP_KEYS = {
+    "decoder": Option(str, default="standard", help="a decoder plugin"),
+    "mode": Option(str, default="one-at-a-time", choices=SWEEP_MODES),
+    "max_new_tokens": Option(int, default=64, minimum=1),
+    "seed": Option(int, default=0, minimum=0, help="base of the per-example sampling seeds"),
+    "include_defaults": Option(bool, default=False, help="also run the defaults as a config"),
+    "defaults": Option(dict, default={}),
+    "vary": Option(dict, default={}),
+}
+METRICS_KEYS = {"names": Option(list, items=str, help="metric plugins to compute")}
+HUMAN_KEYS = {
+    "n_per_cell": Option(int, default=30, minimum=1, help="items per (model, config) in the exported sheet"),
+    "seed": Option(int, default=0, minimum=0),
+    "scale": Option(str, default="auto", choices=("auto", "binary", "likert")),
+}
+TOP_LEVEL = ("experiment", "dataset", "engine", "models", "sweep", "metrics", "human")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_experiment(path: str | Path, plugins: Plugins) -> Experiment:
+    """Read and validate ``path``. Raises UserError on the first problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("file not found; pass the path of an experiment file such as registry.toml", file=path)
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"not valid TOML: {exc}", file=path) from None
+    return _Validator(path, plugins).experiment(raw)
+
+
+class _Validator:
+    def __init__(self, path: Path, plugins: Plugins):
+        self.path = path
+        self.plugins = plugins
+
+    def fail(self, key: str, message: str) -> UserError:
+        return UserError(message, file=self.path, key=key)
+
+    # -- generic
+
+    def table(self, raw: Any, schema: dict[str, Option], key: str, *, extra: dict[str, Option] | None = None) -> dict[str, Any]:
+        """Validate one table: known keys only, types, ranges, defaults filled."""
+        if not isinstance(raw, dict):
+            raise self.fail(key, f"must be a table, got {_type_name(raw)}")
+        full = {**schema, **(extra or {})}
+        out: dict[str, Any] = {}
+        for k in raw:
+            if k not in full:
+                allowed = ", ".join(sorted(full)) or "none"
+                raise self.fail(f"{key}.{k}" if key else k, f"unknown key{did_you_mean(k, full)}; allowed keys: {allowed}")
+        for k, opt in full.items():
+            sub = f"{key}.{k}" if key else k
+            if k in raw:
+                out[k] = self.value(raw[k], opt, sub)
+            elif opt.default is REQUIRED:
+                raise self.fail(sub, f"is required{': ' + opt.help if opt.help else ''}")
+            else:
+                out[k] = opt.default
+        return out
+
+    def value(self, value: Any, opt: Option, key: str) -> Any:
+        if value is None and opt.nullable:
+            return None
+        types = opt.type if isinstance(opt.type, tuple) else (opt.type,)
+        if Path in types:
+            if not isinstance(value, str):
+                raise self.fail(key, f"must be a path string, got {_type_name(value)}")
+            p = Path(value).expanduser()
+            p = p if p.is_absolute() else (self.path.parent / p)
+            if not p.exists():
+                raise self.fail(key, f"file not found: {p}")
+            return str(p.resolve())
+        if not _is_instance(value, types):
+            allowed = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+            raise self.fail(key, f"must be {allowed}, got {_type_name(value)} {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(key, f"must be a finite number, got {value!r}")
+        if opt.choices is not None and value not in opt.choices:
+            allowed = ", ".join(repr(c) for c in opt.choices)
+            hint = did_you_mean(value, [str(c) for c in opt.choices]) if isinstance(value, str) else ""
+            raise self.fail(key, f"{value!r} is not allowed{hint}; allowed: {allowed}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if opt.minimum is not None and value < opt.minimum:
+                raise self.fail(key, f"must be >= {_num(opt.minimum)}, got {value!r}")
+            if opt.maximum is not None and value > opt.maximum:
+                raise self.fail(key, f"must be <= {_num(opt.maximum)}, got {value!r}")
+        if isinstance(value, list) and opt.items is not None:
+            for i, item in enumerate(value):
+                if not _is_instance(item, (opt.items,)):
+                    raise self.fail(f"{key}[{i}]", f"must be {_TYPE_NAMES.get(opt.items, opt.items.__name__)}, got {_type_name(item)} {item!r}")
+        if isinstance(value, float) and float in types:
+            return float(value)
+        if isinstance(value, int) and not isinstance(value, bool) and float in types and int not in types:
+            return float(value)
+        return value
+
+    def plugin(self, kind: str, name: str, key: str):
+        return self.plugins.info(kind, name, file=str(self.path), key=key).cls
+
+    # -- sections
+
+    def experiment(self, raw: dict[str, Any]) -> Experiment:
+        for k in raw:
+            if k not in TOP_LEVEL:
+                raise self.fail(k, f"unknown section{did_you_mean(k, TOP_LEVEL)}; allowed: {', '.join(TOP_LEVEL)}")
+        for required in ("dataset", "models", "metrics"):
+            if required not in raw:
+                raise self.fail(required, "section is required")
+        exp = self.table(raw.get("experiment", {}), EXPERIMENT_KEYS, "experiment")
+        output_dir = Path(exp["output_dir"].format(name=exp["name"])).expanduser()
+        if not output_dir.is_absolute():
+            output_dir = self.path.parent / output_dir
+
+        dataset = self.dataset(raw["dataset"])
+        engine_raw = raw.get("engine", {})
+        engine_name = self.table({k: v for k, v in engine_raw.items() if k == "name"} if isinstance(engine_raw, dict) else engine_raw, ENGINE_KEYS, "engine")["name"]
+        engine_cls = self.plugin("engine", engine_name, "engine.name")
+        engine_settings = self.table({k: v for k, v in engine_raw.items() if k != "name"}, engine_cls.options, "engine")
+        models = self.models(raw["models"])
+        decoder, configs, sweep = self.sweep(raw.get("sweep", {}))
+        metrics, metric_settings = self.metrics(raw["metrics"])
+        human = self.table(raw.get("human", {}), HUMAN_KEYS, "human")
+        return Experiment(
+            path=self.path.resolve(),
+            name=exp["name"],
+            output_dir=output_dir.resolve(),
+            seed=exp["seed"],
+            dataset=dataset,
+            engine=engine_name,
+            engine_settings=engine_settings,
+            models=models,
+            decoder=decoder,
+            configs=configs,
+            sweep_seed=sweep["seed"],
+            max_new_tokens=sweep["max_new_tokens"],
+            metrics=metrics,
+            metric_settings=metric_settings,
+            human=human,
+        )
+
+    def dataset(self, raw: Any) -> DatasetConfig:
+        if not isinstance(raw, dict):
+            raise self.fail("dataset", f"must be a table, got {_type_name(raw)}")
+        if "source" not in raw:
+            raise self.fail("dataset.source", f"is required; allowed: {', '.join(self.plugins.names('dataset'))}")
+        source = self.value(raw["source"], DATASET_KEYS["source"], "dataset.source")
+        cls = self.plugin("dataset", source, "dataset.source")
+        values = self.table(raw, DATASET_KEYS, "dataset", extra=cls.options)
+        settings = {k: values[k] for k in cls.options}
+        return DatasetConfig(source, settings, values["test_size"], values["train_size"], values["seed"])
+
+    def models(self, raw: Any) -> list[ModelSpec]:
+        if not isinstance(raw, list) or not raw:
+            raise self.fail("models", "must be a non-empty array of tables ([[models]])")
+        specs: list[ModelSpec] = []
+        seen: set[str] = set()
+        for i, entry in enumerate(raw):
+            key = f"models[{i}]"
+            if not isinstance(entry, dict):
+                raise self.fail(key, f"must be a table, got {_type_name(entry)}")
+            if "adapter" not in entry:
+                raise self.fail(f"{key}.adapter", f"is required; allowed: {', '.join(self.plugins.names('model'))}")
+            adapter = self.value(entry["adapter"], MODEL_KEYS["adapter"], f"{key}.adapter")
+            cls = self.plugin("model", adapter, f"{key}.adapter")
+            values = self.table(entry, MODEL_KEYS, key, extra=cls.options)
+            if values["name"] in seen:
+                raise self.fail(f"{key}.name", f"duplicate model name '{values['name']}'; model names must be unique")
+            seen.add(values["name"])
+            ft = values["finetune"]
+            finetune = None
+            if ft is True:
+                finetune = FinetuneSpec()
+            elif isinstance(ft, dict):
+                ftv = self.table(ft, FINETUNE_KEYS, f"{key}.finetune")
+                ftv["target_modules"] = tuple(ftv["target_modules"])
+                finetune = FinetuneSpec(**ftv)
+            base = values["base_model"]
+            _check_local_model(base, self.path.parent, lambda msg: self.fail(f"{key}.base_model", msg))
+            specs.append(
+                ModelSpec(
+                    name=values["name"],
+                    adapter=adapter,
+                    base_model=base,
+                    finetune=finetune,
+                    template=values["template"],
+                    options={k: values[k] for k in cls.options},
+                    base_dir=self.path.parent.resolve(),
+                )
+            )
+        return specs
+
+    def sweep(self, raw: Any):
+        values = self.table(raw, SWEEP_KEYS, "sweep", extra=None) if raw else self.table({}, SWEEP_KEYS, "sweep")
+        cls = self.plugin("decoder", values["decoder"], "sweep.decoder")
+        decoder = cls({})
+        params: dict[str, Option] = cls.params
+        defaults = self.table(values["defaults"], params, "sweep.defaults")
+        vary_raw = values["vary"]
+        vary: dict[str, list[Any]] = {}
+        for k, vals in vary_raw.items():
+            if k not in params:
+                raise self.fail(f"sweep.vary.{k}", f"unknown parameter{did_you_mean(k, params)}; allowed: {', '.join(params)}")
+            if not isinstance(vals, list) or not vals:
+                raise self.fail(f"sweep.vary.{k}", f"must be a non-empty list of values, got {_type_name(vals)}")
+            vary[k] = [self.value(v, params[k], f"sweep.vary.{k}[{j}]") for j, v in enumerate(vals)]
+
+        combos: list[dict[str, Any]] = []
+        if values["include_defaults"] or not vary:
+            combos.append(dict(defaults))
+        if values["mode"] == "grid" and vary:
+            keys = list(vary)
+            for prod in itertools.product(*(vary[k] for k in keys)):
+                combos.append({**defaults, **dict(zip(keys, prod))})
+        else:
+            for k, vals in vary.items():
+                for v in vals:
+                    combos.append({**defaults, k: v})
+        configs: list[SweepConfig] = []
+        names: set[str] = set()
+        for params_ in combos:
+            name = decoder.config_name(params_)
+            if name in names:
+                continue
+            names.add(name)
+            try:
+                decoding = decoder.resolve(params_, values["max_new_tokens"])
+            except UserError as exc:
+                raise self.fail(f"sweep ({name})", exc.message) from None
+            configs.append(SweepConfig(name, params_, decoding))
+        return values["decoder"], configs, values
+
+    def metrics(self, raw: Any) -> tuple[list[str], dict[str, dict[str, Any]]]:
+        if not isinstance(raw, dict):
+            raise self.fail("metrics", f"must be a table, got {_type_name(raw)}")
+        if "names" not in raw:
+            raise self.fail("metrics.names", f"is required; allowed: {', '.join(self.plugins.names('metric'))}")
+        names = self.value(raw["names"], METRICS_KEYS["names"], "metrics.names")
+        if not names:
+            raise self.fail("metrics.names", "must name at least one metric")
+        settings: dict[str, dict[str, Any]] = {}
+        for i, name in enumerate(names):
+            if name in settings:
+                raise self.fail(f"metrics.names[{i}]", f"'{name}' is listed twice")
+            cls = self.plugin("metric", name, f"metrics.names[{i}]")
+            settings[name] = self.table(raw.get(name, {}), cls.options, f"metrics.{name}")
+        for k in raw:
+            if k != "names" and k not in settings:
+                raise self.fail(f"metrics.{k}", f"options for a metric not listed in metrics.names{did_you_mean(k, names)}; listed: {', '.join(names)}")
+        return names, settings
+
+
+def _check_local_model(ref: str, base_dir: Path, fail) -> None:
+    """A base_model that looks like a local path must exist (hub names are checked when loaded)."""
+    if ref.startswith("package:"):
+        return
+    looks_local = ref.startswith((".", "/", "~")) or ref.endswith(".gguf") or ref.count("/") > 1
+    if looks_local:
+        p = Path(ref).expanduser()
+        p = p if p.is_absolute() else base_dir / p
+        if not p.exists():
+            raise fail(f"file not found: {p}; use a hub name (org/model), a local folder or .gguf file, or package:<pkg>/<path>")
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a table"}
+
+
+def _is_instance(value: Any, types: tuple[type, ...]) -> bool:
+    for t in types:
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if t not in (int, float) and isinstance(value, t):
+            return True
+    return False
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+__all__ = ["Experiment", "SweepConfig", "DatasetConfig", "load_experiment"]

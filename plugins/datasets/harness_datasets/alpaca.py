@@ -1,0 +1,267 @@
+"""Alpaca-format dataset sources: a local JSON/JSONL file (``json``) and the Hugging Face Hub (``hub``).
+
+Both read through the ``datasets`` library (imported lazily) and accept records with a
+string ``instruction`` and ``output`` and an optional string ``input``; other columns
+are ignored. A malformed record is reported with its row number (1-based).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness import hookimpl
+from harness.api import REQUIRED, DatasetSource, Option
+from harness.errors import MissingDependency, UserError
+
+#: what a record may look like, quoted in every error about a malformed record
+ALLOWED = (
+    "each record needs a string 'instruction' and a string 'output'; 'input' is optional "
+    "(a string; missing or null means empty); other fields are ignored"
+)
+MAX_LISTED_ROWS = 10
+FIELDS = ("instruction", "input", "output")
+
+
+def _import_datasets(purpose: str) -> Any:
+    try:
+        import datasets
+    except ImportError as exc:
+        raise MissingDependency("datasets", "default", purpose=purpose) from exc
+    return datasets
+
+
+def _row_problem(row: Any) -> str | None:
+    """Why ``row`` is not a valid Alpaca record, or None if it is."""
+    if not isinstance(row, dict):
+        return f"not an object but {type(row).__name__}"
+    problems = []
+    for key in FIELDS:
+        value = row.get(key)
+        if value is None:
+            if key != "input":
+                problems.append(f"'{key}' is missing")
+        elif not isinstance(value, str):
+            problems.append(f"'{key}' is {type(value).__name__}, not a string")
+    return "; ".join(problems) or None
+
+
+def validate_records(rows: Iterable[Any], *, where: str) -> list[dict[str, str]]:
+    """Alpaca records (``instruction``, ``input``, ``output``) from ``rows``, or one UserError listing the bad rows."""
+    records: list[dict[str, str]] = []
+    bad: list[tuple[int, str]] = []
+    for number, row in enumerate(rows, start=1):
+        problem = _row_problem(row)
+        if problem is not None:
+            bad.append((number, problem))
+            continue
+        records.append({"instruction": row["instruction"], "input": row.get("input") or "", "output": row["output"]})
+    if bad:
+        listed = ", ".join(f"row {n} ({why})" for n, why in bad[:MAX_LISTED_ROWS])
+        more = f" and {len(bad) - MAX_LISTED_ROWS} more" if len(bad) > MAX_LISTED_ROWS else ""
+        noun = "record" if len(bad) == 1 else "records"
+        raise UserError(f"{len(bad)} malformed {noun}: {listed}{more}; {ALLOWED}", file=where)
+    if not records:
+        raise UserError(f"no records; {ALLOWED}", file=where)
+    return records
+
+
+def _records_from_dataset(ds: Any, *, where: str) -> list[dict[str, str]]:
+    """Validated records of a ``datasets.Dataset``, reading only the Alpaca columns."""
+    columns = list(ds.column_names)
+    missing = [c for c in ("instruction", "output") if c not in columns]
+    if missing:
+        found = ", ".join(f"'{c}'" for c in columns) or "none"
+        names = " and ".join(f"'{c}'" for c in missing)
+        raise UserError(f"no {names} field in any record (fields found: {found}); {ALLOWED}", file=where)
+    return validate_records(ds.select_columns([c for c in FIELDS if c in columns]).to_list(), where=where)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class JsonSource(DatasetSource):
+    """Alpaca records from a local JSON file (a list of objects) or JSON Lines file."""
+
+    name = "json"
+    version = "1"
+    description = "Alpaca records from a local JSON (list of objects) or JSONL file."
+    options = {
+        "path": Option(
+            str,
+            help="the JSON or JSONL file; a relative path is resolved against the registry's folder",
+        ),
+    }
+
+    def _raw_path(self) -> str:
+        raw = self.settings.get("path", REQUIRED)
+        if raw is REQUIRED or not isinstance(raw, str) or not raw:
+            raise UserError("a path to a JSON or JSONL file is required", key="dataset.path")
+        return raw
+
+    def resolve(self, base_dir: Path) -> Path:
+        """The data file, checked to exist; relative paths resolve against ``base_dir``."""
+        raw = self._raw_path()
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            path = Path(base_dir) / path
+        if not path.exists():
+            raise UserError(f"file not found: {path}", file=raw, key="dataset.path")
+        if not path.is_file():
+            raise UserError(f"not a file: {path}", file=raw, key="dataset.path")
+        return path
+
+    def fingerprint(self, base_dir: Path) -> dict[str, Any]:
+        path = self.resolve(base_dir)
+        return {"source": self.name, "path": self._raw_path(), "sha256": _sha256(path)}
+
+    def load(self, base_dir: Path) -> list[dict[str, str]]:
+        path = self.resolve(base_dir)
+        where = str(path)
+        if path.stat().st_size == 0:
+            raise UserError(f"the file is empty; {ALLOWED}", file=where)
+        datasets = _import_datasets("reading a local JSON/JSONL data set")
+        try:
+            ds = datasets.load_dataset("json", data_files=str(path), split="train")
+        except Exception as exc:  # pyarrow rejects mixed types, bad JSON, ...: diagnose with the stdlib
+            return self._read_with_stdlib(path, exc)
+        return _records_from_dataset(ds, where=where)
+
+    @staticmethod
+    def _read_with_stdlib(path: Path, error: Exception) -> list[dict[str, str]]:
+        """Read a file ``datasets`` could not: valid records are returned, anything else is a UserError."""
+        where = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"not UTF-8 text ({exc})", file=where) from error
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None
+            rows: list[Any] = []
+            bad_lines: list[int] = []
+            for lineno, line in enumerate(text.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    bad_lines.append(lineno)
+            if bad_lines:
+                listed = ", ".join(map(str, bad_lines[:MAX_LISTED_ROWS]))
+                more = f" and {len(bad_lines) - MAX_LISTED_ROWS} more" if len(bad_lines) > MAX_LISTED_ROWS else ""
+                raise UserError(
+                    f"neither a JSON list nor JSON Lines: line(s) {listed}{more} are not valid JSON; {ALLOWED}",
+                    file=where,
+                ) from error
+            return validate_records(rows, where=where)
+        if isinstance(data, dict) and "instruction" in data:  # a file holding a single record
+            data = [data]
+        if not isinstance(data, list):
+            raise UserError(
+                f"the file holds a JSON {type(data).__name__}; expected a list of records or one record per line",
+                file=where,
+            ) from error
+        return validate_records(data, where=where)
+
+
+#: exception class names (anywhere in the cause chain) that mean the Hub could not be reached
+_OFFLINE_NAMES = frozenset(
+    {
+        "ConnectionError",
+        "ConnectError",
+        "ConnectTimeout",
+        "ReadTimeout",
+        "Timeout",
+        "TimeoutException",
+        "MaxRetryError",
+        "NewConnectionError",
+        "NameResolutionError",
+        "LocalEntryNotFoundError",
+        "OfflineModeIsEnabled",
+    }
+)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 20:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _is_offline(exc: BaseException) -> bool:
+    return any(
+        isinstance(e, (ConnectionError, TimeoutError)) or type(e).__name__ in _OFFLINE_NAMES for e in _chain(exc)
+    )
+
+
+def _has_type(exc: BaseException, names: Sequence[str]) -> bool:
+    return any(type(e).__name__ in names for e in _chain(exc))
+
+
+class HubSource(DatasetSource):
+    """Alpaca records from a data set on the Hugging Face Hub (default: ``tatsu-lab/alpaca``)."""
+
+    name = "hub"
+    version = "1"
+    description = "Alpaca records from a Hugging Face Hub data set (default tatsu-lab/alpaca); needs the network once."
+    options = {
+        "name": Option(str, default="tatsu-lab/alpaca", help="the data set's name on the Hugging Face Hub"),
+        "revision": Option(str, default="main", help="a branch, tag or commit of the data set repository"),
+        "split": Option(str, default="train", help="which split to read"),
+    }
+
+    def _setting(self, key: str) -> str:
+        return str(self.settings.get(key, self.options[key].default))
+
+    def fingerprint(self, base_dir: Path) -> dict[str, Any]:
+        return {
+            "source": self.name,
+            "name": self._setting("name"),
+            "revision": self._setting("revision"),
+            "split": self._setting("split"),
+        }
+
+    def load(self, base_dir: Path) -> list[dict[str, str]]:
+        name, revision, split = self._setting("name"), self._setting("revision"), self._setting("split")
+        datasets = _import_datasets("downloading a data set from the Hugging Face Hub")
+        try:
+            ds = datasets.load_dataset(name, revision=revision, split=split)
+        except Exception as exc:
+            if _has_type(exc, ("DatasetNotFoundError",)):
+                raise UserError(
+                    f"data set '{name}' was not found on the Hugging Face Hub (or it is private or gated "
+                    "and no token is set)",
+                    key="dataset.name",
+                ) from exc
+            if _has_type(exc, ("RevisionNotFoundError",)):
+                raise UserError(f"revision '{revision}' of '{name}' does not exist", key="dataset.revision") from exc
+            if isinstance(exc, ValueError) and "Unknown split" in str(exc):
+                raise UserError(f"'{name}' has no split '{split}' ({exc})", key="dataset.split") from exc
+            if _is_offline(exc):
+                raise UserError(
+                    f"the Hugging Face Hub is unreachable, so '{name}' cannot be downloaded "
+                    f"({type(exc).__name__}: {exc}); connect to the network, or use a local file: "
+                    'source = "json" with path = "your_data.json"',
+                    key="dataset.source",
+                ) from exc
+            raise
+        return _records_from_dataset(ds, where=f"hub:{name}@{revision}[{split}]")
+
+
+@hookimpl
+def harness_register_datasets(register: Callable[[type], None]) -> None:
+    register(JsonSource)
+    register(HubSource)

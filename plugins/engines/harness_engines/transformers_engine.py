@@ -1,0 +1,191 @@
+"""``transformers``: generation with Hugging Face ``generate``.
+
+* The model is loaded once per run (``open``) and serves every decoding config.
+* Prompts of one config are sorted by length and batched with left padding.
+* Every decoding field is passed explicitly and the model's own generation config is
+  replaced by a neutral one, so a checkpoint's ``generation_config.json`` cannot turn
+  sampling on behind the user's back.
+* Sampling is seeded per example: a logits processor draws each row's token with its
+  own ``torch.Generator`` seeded from the request, so a re-run — resumed, re-batched or
+  not — reproduces the same text.
+* Generation stops at EOS (the tokenizer's and the model's) or ``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness import hookimpl
+from harness.api import Decoding, Engine, GenRequest, GenResult, ModelAdapter, ModelSpec, Option, Progress
+from harness.errors import MissingDependency
+
+
+class TransformersEngine(Engine):
+    name = "transformers"
+    version = "1"
+    description = "Hugging Face transformers generate(), batched, seeded per example"
+    options = {
+        "batch_size": Option(int, default=16, minimum=1, help="prompts per batch (beam search: prompts, not beams)"),
+        "threads": Option(int, default=0, minimum=0, help="CPU threads for torch (0: torch's default)"),
+    }
+
+    def open(self, adapter: ModelAdapter, spec: ModelSpec, adapter_dir: Path | None) -> TransformersSession:
+        try:
+            import torch
+        except ImportError:
+            raise MissingDependency("torch", "default", purpose="the transformers engine") from None
+        if self.settings.get("threads"):
+            torch.set_num_threads(int(self.settings["threads"]))
+        loaded = adapter.load(spec, adapter_dir)
+        return TransformersSession(loaded.model, loaded.tokenizer, int(self.settings.get("batch_size", 16)))
+
+
+class TransformersSession:
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int):
+        from transformers import GenerationConfig
+
+        self.model = model
+        self.tok = tokenizer
+        self.batch_size = batch_size
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.eos_ids = _eos_ids(model, tokenizer)
+        # a neutral generation config: nothing inherited from the checkpoint
+        model.generation_config = GenerationConfig(
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=self.eos_ids, pad_token_id=tokenizer.pad_token_id
+        )
+        self.device = next(model.parameters()).device
+
+    def close(self) -> None:
+        self.model = None
+
+    def generate(self, requests: Sequence[GenRequest], progress: Progress) -> Iterator[list[GenResult]]:
+        import torch
+
+        lengths = {r.key: len(self.tok(r.prompt, add_special_tokens=True)["input_ids"]) for r in requests}
+        ordered = sorted(requests, key=lambda r: (lengths[r.key], r.key))
+        advance = progress.task("generating", len(ordered))
+        produced = 0
+        started = time.perf_counter()
+        for start in range(0, len(ordered), self.batch_size):
+            batch = ordered[start : start + self.batch_size]
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                results = self._generate_batch(batch)
+            seconds = (time.perf_counter() - t0) / len(batch)
+            results = [GenResult(r.key, r.text, r.prompt_tokens, r.new_tokens, round(seconds, 4), r.finish_reason) for r in results]
+            produced += sum(r.new_tokens for r in results)
+            advance(len(batch), tok_s=round(produced / max(time.perf_counter() - started, 1e-9), 1))
+            yield results
+
+    def _generate_batch(self, batch: Sequence[GenRequest]) -> list[GenResult]:
+        decodings = {r.decoding for r in batch}
+        if len(decodings) != 1:
+            raise ValueError("a batch must share one decoding config")
+        decoding: Decoding = decodings.pop()
+        enc = self.tok([r.prompt for r in batch], return_tensors="pt", padding=True, add_special_tokens=True).to(self.device)
+        kwargs = generate_kwargs(decoding, pad_token_id=self.tok.pad_token_id, eos_token_id=self.eos_ids)
+        if decoding.strategy == "sample":
+            kwargs["logits_processor"] = [SeededSampler(decoding, [r.seed for r in batch], self.device)]
+        elif decoding.strategy == "beam_sample":
+            import torch
+
+            torch.manual_seed(batch[0].seed)  # beam sampling: seeded per batch
+        out = self.model.generate(**enc, **kwargs)
+        prompt_len = enc["input_ids"].shape[1]
+        results = []
+        for i, req in enumerate(batch):
+            new = out[i, prompt_len:].tolist()
+            finish = "length"
+            for j, t in enumerate(new):
+                if t in self.eos_ids:
+                    new, finish = new[: j + 1], "eos"
+                    break
+            else:
+                while new and new[-1] == self.tok.pad_token_id and self.tok.pad_token_id not in self.eos_ids:
+                    new.pop()
+            text = self.tok.decode(new, skip_special_tokens=True).strip()
+            results.append(GenResult(req.key, text, int(enc["attention_mask"][i].sum()), len(new), 0.0, finish))
+        return results
+
+
+def generate_kwargs(decoding: Decoding, *, pad_token_id: int, eos_token_id: list[int]) -> dict[str, Any]:
+    """Every decoding field, explicitly. Per-example sampling runs in SeededSampler, so HF itself decodes greedily."""
+    beam = decoding.strategy in ("beam", "beam_sample")
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": decoding.max_new_tokens,
+        "min_new_tokens": 0,
+        "do_sample": decoding.strategy == "beam_sample",
+        "num_beams": decoding.num_beams if beam else 1,
+        "num_return_sequences": 1,
+        "temperature": 1.0,
+        "top_k": None,
+        "top_p": None,
+        "typical_p": None,
+        "min_p": None,
+        "epsilon_cutoff": None,
+        "eta_cutoff": None,
+        "repetition_penalty": decoding.repetition_penalty,
+        "no_repeat_ngram_size": None,
+        "length_penalty": decoding.length_penalty,
+        "early_stopping": decoding.early_stopping,
+        "pad_token_id": pad_token_id,
+        "eos_token_id": eos_token_id,
+        "use_cache": True,
+    }
+    if decoding.strategy == "beam_sample":
+        kwargs.update(temperature=decoding.temperature, top_k=decoding.top_k or None, top_p=decoding.top_p)
+    return kwargs
+
+
+class SeededSampler:
+    """A logits processor that samples each row with its own generator and forces that token.
+
+    Applies temperature, top-k and top-p like transformers' warpers, draws one token per
+    row from ``torch.Generator`` seeded by the request, and returns scores that are
+    ``-inf`` everywhere else, so greedy selection picks the drawn token.
+    """
+
+    def __init__(self, decoding: Decoding, seeds: Sequence[int], device: Any):
+        import torch
+
+        self.decoding = decoding
+        self.generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+        self.device = device
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        d = self.decoding
+        logits = scores.float() / max(d.temperature, 1e-6)
+        if d.top_k and d.top_k < logits.shape[-1]:
+            kth = torch.topk(logits, d.top_k, dim=-1).values[..., -1, None]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if d.top_p < 1.0:
+            sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
+            cum = sorted_logits.softmax(-1).cumsum(-1)
+            drop = cum - sorted_logits.softmax(-1) > d.top_p  # keep the token that crosses top_p
+            sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+            logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
+        probs = logits.softmax(-1).cpu()
+        chosen = torch.stack([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)]).to(scores.device)
+        forced = torch.full_like(scores, float("-inf"))
+        return forced.scatter(-1, chosen, 0.0)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: list[int] = []
+    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None), getattr(model.config, "eos_token_id", None)):
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, int) and v not in ids:
+                ids.append(v)
+    return ids
+
+
+@hookimpl
+def harness_register_engines(register):
+    register(TransformersEngine)
