@@ -189,6 +189,7 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     info: dict[str, Any] = field(default_factory=dict)
+    generate: Any = None  # optional: called instead of model.generate with the same arguments
 
 
 class ModelAdapter(Plugin):

@@ -40,14 +40,15 @@ class TransformersEngine(Engine):
         if self.settings.get("threads"):
             torch.set_num_threads(int(self.settings["threads"]))
         loaded = adapter.load(spec, adapter_dir)
-        return TransformersSession(loaded.model, loaded.tokenizer, int(self.settings.get("batch_size", 16)))
+        return TransformersSession(loaded.model, loaded.tokenizer, int(self.settings.get("batch_size", 16)), loaded.generate)
 
 
 class TransformersSession:
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int):
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int, generate: Any = None):
         from transformers import GenerationConfig
 
         self.model = model
+        self._generate = generate or model.generate
         self.tok = tokenizer
         self.batch_size = batch_size
         self.tok.padding_side = "left"
@@ -95,7 +96,7 @@ class TransformersSession:
             import torch
 
             torch.manual_seed(batch[0].seed)  # beam sampling: seeded per batch
-        out = self.model.generate(**enc, **kwargs)
+        out = self._generate(**enc, **kwargs)
         prompt_len = enc["input_ids"].shape[1]
         results = []
         for i, req in enumerate(batch):

@@ -72,7 +72,7 @@ def train_sft(
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
-                history.append({"step": state.global_step, "loss": float(logs["loss"])})
+                history.append({"step": state.global_step, "loss": float(logs["loss"]), "t": round(time.perf_counter() - self.started, 3)})
 
         def on_step_end(self, args, state, control, **kwargs):
             fields = {"loss": history[-1]["loss"]} if history else {}
