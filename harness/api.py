@@ -70,7 +70,9 @@ REQUIRED: Any = _Required()
 class Option:
     """One setting a plugin accepts in ``registry.toml``.
 
-    ``type`` is a Python type or tuple of types (``float`` also accepts integers).
+    ``type`` is a Python type or tuple of types (``float`` also accepts integers;
+    ``pathlib.Path`` means a path string, relative to the registry's folder, that must exist —
+    the plugin receives it as written).
     ``items`` is the element type of a ``list`` option. ``minimum``/``maximum`` bound
     numbers (inclusive); ``choices`` restricts to a fixed set.
     """

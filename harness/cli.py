@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .errors import UserError
@@ -32,7 +33,8 @@ def handle_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            err.print(f"[bold red]error:[/] {exc.render()}", markup=True)
+            # escape: messages quote keys like [[models]]; soft_wrap: keep paths whole when piped
+            err.print(f"[bold red]error:[/] {escape(exc.render())}", markup=True, soft_wrap=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("\n[yellow]interrupted[/]: everything finished so far is saved; run the same command again to continue.", markup=True)
@@ -73,7 +75,7 @@ def plugins_cmd(as_json: bool) -> None:
         table.add_row(i.name, i.kind, i.package, i.version, i.cls.description)
     Console().print(table)
     for f in plugins.failures:
-        err.print(f"[red]failed to load[/] {f.name} ({f.package or 'unknown package'}): {f.error}", markup=True)
+        err.print(f"[red]failed to load[/] {escape(f.name)} ({escape(f.package or 'unknown package')}): {escape(f.error)}", markup=True, soft_wrap=True)
 
 
 @main.command("check")
@@ -127,15 +129,19 @@ _stage_command("score", "Score stored generations with every selected metric.")
 
 
 def _stages(registry: str, stages: tuple[str, ...], models, configs, metrics, *, report: bool) -> None:
-    from .runner import Runner, Selection, run_metadata
+    from .runner import Runner, Selection, compute_split, run_metadata
     from .store import Store
 
     exp, plugins = _load(registry)
+    selection = Selection(list(models) or None, list(configs) or None, list(metrics) or None)
+    selection.validate(exp)
+    if Store.open_existing(exp.output_dir) is None:
+        compute_split(exp, plugins)  # bad data or sizes fail here, before the experiment folder exists
     store = Store(exp.output_dir)
     command = " ".join(["harness", *sys.argv[1:]])
     run_id = store.start_run(command, run_metadata(exp, command))
     progress = RichProgress()
-    runner = Runner(exp, plugins, store, progress, Selection(list(models) or None, list(configs) or None, list(metrics) or None))
+    runner = Runner(exp, plugins, store, progress, selection)
     status = "interrupted"
     started = time.perf_counter()
     try:
@@ -149,7 +155,8 @@ def _stages(registry: str, stages: tuple[str, ...], models, configs, metrics, *,
     s = runner.stats
     err.print(
         f"done in {time.perf_counter() - started:.1f}s: trained {s.trained} (reused {s.reused_adapters}), "
-        f"generated {s.generated} (cached {s.cached_generations}), scored {s.scored} (cached {s.cached_scores})"
+        f"generated {s.generated} (cached {s.cached_generations}), scored {s.scored} (cached {s.cached_scores})",
+        soft_wrap=True,
     )
     if report:
         _report(runner, "table", None)
@@ -162,13 +169,16 @@ def _stages(registry: str, stages: tuple[str, ...], models, configs, metrics, *,
 
 
 @main.command("report")
-@click.option("--format", "fmt", default="table", show_default=True, help="table, markdown, csv, json (or a reporter plugin)")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write to this file instead of stdout")
+@click.option("--format", "fmt", default="table", show_default=True, help="table, markdown, csv, json, html (or a reporter plugin)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write to this file instead of stdout (markdown: plots go beside it)")
+@click.option("--baseline", "baseline", default=None, metavar="CONFIG", help="compare every config with this one [default: the sweep's defaults if they are a config, else the first config]")
+@click.option("--seed", type=int, default=None, help="seed of the bootstrap resampling [default: the experiment seed]")
+@click.option("--resamples", type=click.IntRange(min=1), default=1000, show_default=True, help="bootstrap resamples per interval and test")
 @_selection_options
 @registry_option
 @handle_errors
-def report_cmd(fmt: str, output: str | None, models, configs, metrics, registry: str) -> None:
-    """Show results from the store (computes nothing)."""
+def report_cmd(fmt: str, output: str | None, baseline: str | None, seed: int | None, resamples: int, models, configs, metrics, registry: str) -> None:
+    """Show results from the store with 95% intervals and paired tests against a baseline (computes no scores)."""
     from .runner import Runner, Selection
     from .store import Store
 
@@ -178,29 +188,51 @@ def report_cmd(fmt: str, output: str | None, models, configs, metrics, registry:
     if store is None:
         raise UserError(f"no results yet in {exp.output_dir}; run `harness run --all` first", file=exp.path)
     runner = Runner(exp, plugins, store, None, Selection(list(models) or None, list(configs) or None, list(metrics) or None))
-    _report(runner, fmt, output)
+    _report(runner, fmt, output, baseline=baseline, seed=seed, resamples=resamples)
 
 
-def _report(runner, fmt: str, output: str | None) -> None:
+def _report(runner, fmt: str, output: str | None, *, baseline: str | None = None, seed: int | None = None, resamples: int = 1000) -> None:
+    from . import report_data
     from .api import ReportRow
 
+    reporter = runner.plugins.create("reporter", fmt)
+    if baseline is not None:  # a bad name fails before anything is read or written
+        report_data.choose_baseline([(c.name, c.params) for c in runner.configs()], None, baseline, all_configs=[c.name for c in runner.exp.configs])
     rows = runner.results()
     runner.save_aggregates(rows)
     exp = runner.exp
-    metrics = []
-    for name in runner.metric_names():
-        m = runner.metric(name)
-        metrics.append({"name": name, "label": m.label or name, "higher_is_better": m.higher_is_better})
-    metrics.append({"name": "human", "label": "Human", "higher_is_better": True})
-    report_rows = [ReportRow(r["model"], r["config"], r["metric"], r["value"], r["n"], error=r["error"]) for r in rows]
+    # the metric-human correlations are shown by the document formats (and any plugin reporter), not the quick ones
+    full = fmt not in ("table", "csv", "json")
+    data = report_data.from_runner(runner, rows, baseline=baseline, seed=seed, n_resamples=resamples, with_correlations=full)
+    stats_of = {(c.model, c.config, c.metric): c for c in data.cells}
+    report_rows = []
+    for r in rows:
+        c = stats_of.get((r["model"], r["config"], r["metric"]))
+        report_rows.append(
+            ReportRow(r["model"], r["config"], r["metric"], r["value"], r["n"], ci_low=c.ci_low if c else None, ci_high=c.ci_high if c else None, error=r["error"])
+        )
     context = {
         "experiment": exp.name,
-        "metrics": metrics,
+        "metrics": data.metrics,
         "failures": [f for f in runner.store.failures() if f["model"] in {m.name for m in runner.models()}],
         "provenance": {name: runner.metric(name).identity() for name in runner.metric_names()},
         "color": output is None and sys.stdout.isatty(),
+        **data.context(),
     }
-    reporter = runner.plugins.create("reporter", fmt)
+    if getattr(reporter, "embeds_figures", False) or (fmt == "markdown" and output):
+        from . import plots
+
+        figures = plots.all_figures(context)
+        if getattr(reporter, "embeds_figures", False):
+            context["figures"] = [{"id": f.id, "title": f.title, "caption": f.caption, "png": f.png} for f in figures]
+        else:
+            out = Path(output)
+            folder = out.parent / f"{out.stem}_files"
+            folder.mkdir(parents=True, exist_ok=True)
+            context["figures"] = []
+            for f in figures:
+                (folder / f.filename()).write_bytes(f.png)
+                context["figures"].append({"id": f.id, "title": f.title, "caption": f.caption, "path": f"{folder.name}/{f.filename()}"})
     text = reporter.render(report_rows, context)
     if output:
         _write_atomic(Path(output), text)
@@ -304,6 +336,9 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a report is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -318,6 +353,7 @@ class RichProgress:
 
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
+            TextColumn("{task.fields[cell]}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -327,6 +363,7 @@ class RichProgress:
             transient=False,
         )
         self._label = ""
+        self._tasks: dict[str, Any] = {}
 
     def __enter__(self) -> RichProgress:
         self._progress.start()
@@ -339,8 +376,14 @@ class RichProgress:
         self._label = label
 
     def task(self, description: str, total: int | None):
-        title = f"{description} {self._label}".strip() if description == "generating" else description
-        task_id = self._progress.add_task(title, total=total, info="")
+        """One bar per description, reused: each new task of the same kind restarts it."""
+        label = self._label if description == "generating" else ""
+        task_id = self._tasks.get(description)
+        if task_id is None:
+            task_id = self._progress.add_task(description, total=total, info="", cell=label)
+            self._tasks[description] = task_id
+        else:
+            self._progress.reset(task_id, total=total, info="", cell=label)
 
         def advance(n: int = 1, **fields: Any) -> None:
             info = "  ".join(f"{k}={v}" for k, v in fields.items())
@@ -348,6 +391,14 @@ class RichProgress:
 
         return advance
 
+
+def _register_analyze() -> None:
+    from .analyze_cmd import analyze_cmd
+
+    main.add_command(analyze_cmd)
+
+
+_register_analyze()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

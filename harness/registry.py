@@ -198,7 +198,7 @@ class _Validator:
             p = p if p.is_absolute() else (self.path.parent / p)
             if not p.exists():
                 raise self.fail(key, f"file not found: {p}")
-            return str(p.resolve())
+            return value  # as written: plugins resolve it against the registry's folder, cache keys stay portable
         if not _is_instance(value, types):
             allowed = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
             raise self.fail(key, f"must be {allowed}, got {_type_name(value)} {value!r}")
@@ -236,7 +236,10 @@ class _Validator:
             if required not in raw:
                 raise self.fail(required, "section is required")
         exp = self.table(raw.get("experiment", {}), EXPERIMENT_KEYS, "experiment")
-        output_dir = Path(exp["output_dir"].format(name=exp["name"])).expanduser()
+        try:
+            output_dir = Path(exp["output_dir"].format(name=exp["name"])).expanduser()
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise self.fail("experiment.output_dir", f"bad placeholder ({exc}); only {{name}} is replaced, write {{{{ and }}}} for literal braces") from None
         if not output_dir.is_absolute():
             output_dir = self.path.parent / output_dir
 
@@ -319,7 +322,7 @@ class _Validator:
         return specs
 
     def sweep(self, raw: Any):
-        values = self.table(raw, SWEEP_KEYS, "sweep", extra=None) if raw else self.table({}, SWEEP_KEYS, "sweep")
+        values = self.table(raw, SWEEP_KEYS, "sweep")  # raw is {} when [sweep] is absent; `sweep = 0` must fail
         cls = self.plugin("decoder", values["decoder"], "sweep.decoder")
         decoder = cls({})
         params: dict[str, Option] = cls.params

@@ -97,6 +97,7 @@ class Runner:
         self._split: tuple[list[Example], list[Example]] | None = None
         self._models: dict[str, ModelState] = {}
         self._metrics: dict[str, Metric] = {}
+        self._errors: dict[str, str] = {}  # cell -> error, for cells failed in this run
 
     # ------------------------------------------------------------------ selection
 
@@ -115,16 +116,11 @@ class Runner:
         if self._split is not None:
             return self._split
         t0 = time.perf_counter()
-        ds = self.exp.dataset
-        source = self.plugins.create("dataset", ds.source, ds.settings)
-        fp = source.fingerprint(self.exp.base_dir)
-        info = {"source": ds.source, "fingerprint": fp, "test_size": ds.test_size, "train_size": ds.train_size, "seed": ds.seed}
-        split_key = stable_hash(info)
+        split_key, info = split_identity(self.exp, self.plugins)
         stored = self.store.load_split(split_key)
         if stored is None:
-            examples = data.to_examples(source.load(self.exp.base_dir), source=f"dataset '{ds.source}'")
-            train, test = data.split(examples, ds.test_size, ds.train_size, ds.seed, source=str(self.exp.path))
-            self.store.save_split(split_key, info | {"n_records": len(examples)}, train, test)
+            train, test, n_records = compute_split(self.exp, self.plugins)
+            self.store.save_split(split_key, info | {"n_records": n_records}, train, test)
             stored = (train, test)
         self.split_key = split_key
         self._split = stored
@@ -146,6 +142,18 @@ class Runner:
             state.tokenizer = state.adapter.tokenizer(state.spec)
         return state.tokenizer
 
+    def train_key(self, state: ModelState, train: Sequence[Example]) -> str:
+        """What a trained adapter depends on: base model, adapter plugin, train split, template, LoRA settings."""
+        return stable_hash(
+            {
+                "identity": state.identity,
+                "split": self.split_key,
+                "train_ids": [e.id for e in train],
+                "template": state.template_id,
+                "finetune": state.spec.finetune,
+            }
+        )
+
     def train(self) -> None:
         t0 = time.perf_counter()
         train, _ = self.split()
@@ -153,15 +161,7 @@ class Runner:
             state = self.model_state(spec)
             if spec.finetune is None:
                 continue
-            train_key = stable_hash(
-                {
-                    "identity": state.identity,
-                    "split": self.split_key,
-                    "train_ids": [e.id for e in train],
-                    "template": state.template_id,
-                    "finetune": spec.finetune,
-                }
-            )
+            train_key = self.train_key(state, train)
             cell = f"train/{spec.name}"
             found = self.store.adapter(train_key)
             if found and (Path(found["path"]) / "adapter_model.safetensors").exists():
@@ -232,21 +232,25 @@ class Runner:
         for spec in self.models():
             state = self.model_state(spec)
             if not state.ready:
+                why = self._errors.get(f"train/{spec.name}", "see the train cell")
                 for config in self.configs():
-                    self._fail(f"generate/{spec.name}/{config.name}", "generate", RuntimeError("fine-tuning failed"), model=spec.name, config=config.name)
+                    self._fail(f"generate/{spec.name}/{config.name}", "generate", RuntimeError(f"fine-tuning failed: {why}"), model=spec.name, config=config.name)
                 continue
             todo: list[tuple[SweepConfig, list[tuple[Example, str]]]] = []
+            owner: dict[str, str] = {}  # gen key -> the config that generates it
+            needs: dict[str, list[str]] = {}  # config -> its missing keys, shared ones included
             for config in self.configs():
                 keys = self.cell_keys(state, config, eid)
                 have = self.store.existing_generations(k for _, k in keys)
                 missing = [(e, k) for e, k in keys if k not in have]
                 self.stats.cached_generations += len(keys) - len(missing)
+                needs[config.name] = [k for _, k in missing]
                 # identical effective decodings share generations: do each key once
-                seen = {k for _, ms in todo for _, k in ms}
-                missing = [(e, k) for e, k in missing if k not in seen]
-                if missing:
-                    todo.append((config, missing))
-                else:
+                mine = [(e, k) for e, k in missing if k not in owner]
+                owner.update({k: config.name for _, k in mine})
+                if mine:
+                    todo.append((config, mine))
+                elif not missing:
                     self.store.clear_failure(f"generate/{spec.name}/{config.name}")
             if not todo:
                 continue
@@ -264,14 +268,30 @@ class Runner:
                     self._generate_cell(session, state, config, missing, tok, eid)
             finally:
                 session.close()
+            self._settle_shared(spec, needs, owner)
         self.stats.stage_seconds["generate"] = self.stats.stage_seconds.get("generate", 0) + time.perf_counter() - t0
+
+    def _settle_shared(self, spec: ModelSpec, needs: dict[str, list[str]], owner: dict[str, str]) -> None:
+        """A config whose generations were made by another config fails or succeeds with them."""
+        for config_name, keys in needs.items():
+            if not keys or all(owner.get(k) == config_name for k in keys):
+                continue  # nothing missing, or every key was its own (already settled)
+            have = self.store.existing_generations(keys)
+            cell = f"generate/{spec.name}/{config_name}"
+            lacking = [k for k in keys if k not in have]
+            if lacking:
+                source = owner[lacking[0]]
+                why = self._errors.get(f"generate/{spec.name}/{source}", "it failed")
+                self._fail(cell, "generate", RuntimeError(f"shares its generations with {source}: {why}"), model=spec.name, config=config_name)
+            else:
+                self.store.clear_failure(cell)
 
     def _generate_cell(self, session, state: ModelState, config: SweepConfig, missing, tok, eid) -> None:
         spec = state.spec
         cell = f"generate/{spec.name}/{config.name}"
         by_key = {k: e for e, k in missing}
         requests = [GenRequest(k, data.render_prompt(e, spec.template, tok), config.decoding, self.example_seed(e)) for e, k in missing]
-        info = {"model": spec.name, "config": config.name, "decoding": config.decoding.to_dict(), "engine": eid["engine"], "model_key": state.model_key}
+        info = {"model": spec.name, "config": config.name, "decoding": config.decoding.to_dict(), "engine": eid["engine"], "model_key": state.model_key, "template": state.template_id}
         self._note(f"{spec.name} · {config.name}")
         try:
             for batch in session.generate(requests, self.progress):
@@ -372,10 +392,7 @@ class Runner:
             state = self.model_state(spec)
             if spec.finetune is None or state.adapter_sha is not None:
                 continue
-            train_key = stable_hash(
-                {"identity": state.identity, "split": self.split_key, "train_ids": [e.id for e in train], "template": state.template_id, "finetune": spec.finetune}
-            )
-            found = self.store.adapter(train_key)
+            found = self.store.adapter(self.train_key(state, train))
             if found:
                 state.adapter_dir, state.adapter_sha = Path(found["path"]), found["sha256"]
             else:
@@ -393,7 +410,25 @@ class Runner:
 
     def _fail(self, cell: str, stage: str, exc: BaseException, **where: Any) -> None:
         self.stats.failed_cells.append(cell)
+        self._errors[cell] = f"{type(exc).__name__}: {exc}"
         self.store.record_failure(cell, stage, f"{type(exc).__name__}: {exc}", traceback.format_exc(), **where)
+
+
+def split_identity(exp: Experiment, plugins: Plugins) -> tuple[str, dict[str, Any]]:
+    """The split's cache key and description: dataset fingerprint, sizes and seed."""
+    ds = exp.dataset
+    source = plugins.create("dataset", ds.source, ds.settings)
+    info = {"source": ds.source, "fingerprint": source.fingerprint(exp.base_dir), "test_size": ds.test_size, "train_size": ds.train_size, "seed": ds.seed}
+    return stable_hash(info), info
+
+
+def compute_split(exp: Experiment, plugins: Plugins) -> tuple[list[Example], list[Example], int]:
+    """Load the records and split them; raises UserError for bad records or sizes (before anything is written)."""
+    ds = exp.dataset
+    source = plugins.create("dataset", ds.source, ds.settings)
+    examples = data.to_examples(source.load(exp.base_dir), source=f"dataset '{ds.source}'")
+    train, test = data.split(examples, ds.test_size, ds.train_size, ds.seed, source=str(exp.path))
+    return train, test, len(examples)
 
 
 def _human_row(model: str, config: str, human: list[tuple[str, list[tuple[str, float, str]]]], ids: list[tuple[str, str]]) -> dict[str, Any]:

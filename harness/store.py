@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS adapters(
   summary TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS generations(
   gen_key TEXT PRIMARY KEY, model TEXT NOT NULL, config TEXT NOT NULL, example_id TEXT NOT NULL,
-  text TEXT NOT NULL, decoding TEXT NOT NULL, engine TEXT NOT NULL, model_key TEXT NOT NULL,
+  text TEXT NOT NULL, decoding TEXT NOT NULL, engine TEXT NOT NULL, model_key TEXT NOT NULL, template TEXT NOT NULL,
   prompt_tokens INTEGER, new_tokens INTEGER, seconds REAL, finish_reason TEXT, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS metric_ids(metric_key TEXT PRIMARY KEY, metric TEXT NOT NULL, identity TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS scores(
@@ -125,15 +125,15 @@ class Store:
         return {k for (k,) in self._select_in("SELECT gen_key FROM generations WHERE gen_key IN ({})", list(keys))}
 
     def save_generations(self, rows: Sequence[tuple[GenResult, dict[str, Any]]]) -> None:
-        """``rows``: (result, info) where info has model, config, example_id, decoding, engine, model_key."""
+        """``rows``: (result, info) where info has model, config, example_id, decoding, engine, model_key, template."""
         now = time.time()
         with self._tx():
             self.db.executemany(
-                "INSERT OR REPLACE INTO generations VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO generations VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         r.key, i["model"], i["config"], i["example_id"], r.text, json.dumps(i["decoding"]), i["engine"],
-                        i["model_key"], r.prompt_tokens, r.new_tokens, r.seconds, r.finish_reason, now,
+                        i["model_key"], json.dumps(i["template"]), r.prompt_tokens, r.new_tokens, r.seconds, r.finish_reason, now,
                     )
                     for r, i in rows
                 ],

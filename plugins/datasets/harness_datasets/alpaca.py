@@ -96,7 +96,7 @@ class JsonSource(DatasetSource):
     description = "Alpaca records from a local JSON (list of objects) or JSONL file."
     options = {
         "path": Option(
-            str,
+            Path,
             help="the JSON or JSONL file; a relative path is resolved against the registry's folder",
         ),
     }

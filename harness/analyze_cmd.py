@@ -1,0 +1,180 @@
+"""``harness analyze``: which automatic metric tracks human judgment.
+
+Input is the experiment's store (every metric of every (model, config) with imported
+human ratings) or ``--results FILE.csv``, a table with columns ``model``, ``config``,
+``human`` and one column per metric (results produced elsewhere, such as a paper's
+tables). For every metric against ``human``, in every scope (``all`` and each model
+alone): Pearson r, Spearman rho and Kendall tau-b with 95% percentile-bootstrap
+intervals (seeded) and n. From the store, the same at the example level too, where the
+bootstrap resamples examples. Then findings derived from those numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import UserError
+
+FORMATS = ("table", "json", "markdown")
+LEVELS = ("system", "example", "both")
+
+
+@click.command("analyze")
+@click.option("--results", "results_path", type=click.Path(dir_okay=False), default=None, help="a CSV with model, config, human and one column per metric, instead of the store")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="write to this file instead of stdout")
+@click.option("--level", type=click.Choice(LEVELS), default="both", show_default=True, help="system (one point per model x config), example (one per rated generation), or both (store only)")
+@click.option("--seed", type=int, default=None, help="bootstrap seed [default: the experiment seed, or 0 for --results]")
+@click.option("--resamples", type=click.IntRange(min=1), default=1000, show_default=True, help="bootstrap resamples per interval")
+@click.option("--metric", "metrics", multiple=True, help="only this metric (repeatable)")
+@click.option("--model", "models", multiple=True, help="only this model (store only; repeatable)")
+@click.option("-r", "--registry", "registry", default="registry.toml", show_default=True, type=click.Path(dir_okay=False), help="experiment file (ignored with --results)")
+def analyze_cmd(results_path, fmt, output, level, seed, resamples, metrics, models, registry) -> None:
+    """Correlate every automatic metric with human ratings, with bootstrap intervals and findings."""
+    from .cli import err, handle_errors
+
+    @handle_errors
+    def run() -> None:
+        if results_path is not None:
+            if models:
+                raise UserError("--model selects models in the store; with --results every row of the file is used", key="--model")
+            rows, notes, source = _from_csv(results_path, list(metrics) or None, seed or 0, resamples, level)
+            title = f"Metric-human agreement: {Path(results_path).name}"
+        else:
+            rows, notes, source, title = _from_store(registry, list(metrics) or None, list(models) or None, seed, resamples, level)
+        from . import analysis
+
+        findings = analysis.findings(rows)
+        text = render(rows, findings, notes, fmt, title=title, source=source)
+        if output:
+            from .cli import _write_atomic
+
+            _write_atomic(Path(output), text)
+            err.print(f"wrote {output}")
+        else:
+            click.echo(text, nl=False)
+
+    run()
+
+
+def _from_csv(path: str, metrics, seed: int, resamples: int, level: str):
+    from . import analysis
+
+    if level == "example":
+        raise UserError("a results CSV has one row per (model, config): only --level system applies", key="--level", file=path)
+    rows = analysis.load_results_csv(path)
+    found = analysis.analyze(rows, metrics=metrics, seed=seed, n_resamples=resamples, strict=True, source=path)
+    return found, [], {"kind": "csv", "path": str(Path(path).resolve()), "rows": len(rows), "seed": seed, "resamples": resamples}
+
+
+def _from_store(registry: str, metrics, models, seed, resamples: int, level: str):
+    from . import report_data
+    from .cli import _load
+    from .runner import Runner, Selection
+    from .store import Store
+
+    exp, plugins = _load(registry)
+    store = Store.open_existing(exp.output_dir)
+    if store is None:
+        raise UserError(f"no results yet in {exp.output_dir}; run `harness run --all` first, or pass --results FILE.csv", file=exp.path)
+    runner = Runner(exp, plugins, store, None, Selection(models, None, metrics))
+    results = runner.results()
+    if not any(r["metric"] == report_data.HUMAN and r["value"] is not None for r in results):
+        raise UserError(
+            f"no human ratings in {exp.output_dir} for the selected models: export a sheet with `harness human export`, "
+            "fill in the ratings, `harness human import` it, then run `harness analyze` again (or pass --results FILE.csv)",
+            file=exp.path,
+        )
+    seed = exp.seed if seed is None else seed
+    levels = ("system", "example") if level == "both" else (level,)
+    rows, notes = report_data.correlate(results, runner.metric_names(), seed=seed, n_resamples=resamples, confidence=0.95, levels=levels)
+    if not rows:
+        raise UserError(
+            "too few rated points for any correlation: each needs at least 3 (model, config) cells with human ratings "
+            "(system level) or 3 rated generations (example level)" + ("".join(f"\n  {n}" for n in notes)),
+            file=exp.path,
+        )
+    source = {"kind": "store", "path": str(store.path), "experiment": exp.name, "seed": seed, "resamples": resamples}
+    return rows, notes, source, f"Metric-human agreement: {exp.name}"
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def _ci(row, name: str, sep: str = " ") -> str:
+    v = row.value(name)
+    if math.isnan(v):
+        return "—"
+    lo, hi = row.interval(name)
+    if math.isnan(lo) or math.isnan(hi):
+        return f"{v:.3f}"
+    return f"{v:.3f}{sep}[{lo:.3f}, {hi:.3f}]"
+
+
+HEADER = ["Level", "Scope", "Metric", "n", "Pearson r [95% CI]", "Spearman ρ [95% CI]", "Kendall τ-b [95% CI]"]
+
+
+def _body(rows, sep: str = " ") -> list[list[str]]:
+    return [[r.level, r.scope, r.metric, str(r.n), *(_ci(r, c, sep) for c in ("pearson", "spearman", "kendall"))] for r in rows]
+
+
+def render(rows, findings: list[str], notes: list[str], fmt: str, *, title: str, source: dict[str, Any]) -> str:
+    """The correlation table and findings as ``table``, ``json`` or ``markdown``."""
+    if fmt == "json":
+        return json.dumps([{k: _clean(v) for k, v in r.as_dict().items()} for r in rows], indent=2) + "\n"
+    method = (
+        f"95% percentile bootstrap intervals, {source['resamples']} resamples, seed {source['seed']}: "
+        "system level resamples (model, config) rows within the scope; example level resamples examples "
+        "(all of an example's rated generations together)."
+    )
+    if fmt == "markdown":
+        out = [f"# {title}", ""]
+        out.append("| " + " | ".join(HEADER) + " |")
+        out.append("|---" * len(HEADER) + "|")
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in _body(rows)]
+        out += ["", method, ""]
+        if notes:
+            out += [f"- {n}" for n in notes] + [""]
+        out += ["## Findings", ""] + [f"- {f}" for f in findings] + [""]
+        return "\n".join(out)
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    buf = io.StringIO()
+    width = max(100, _width())
+    console = Console(file=buf, force_terminal=sys.stdout.isatty(), width=width)
+    table = Table(title=title, title_justify="left")
+    for i, h in enumerate(HEADER):
+        table.add_column(h, justify="left" if i < 3 else "right", no_wrap=i < 2)
+    body = _body(rows)
+    needed = sum(max(len(h), *(len(b[i]) for b in body)) + 3 for i, h in enumerate(HEADER)) + 1 if body else 0
+    for row in _body(rows, " " if needed <= width else "\n"):  # intervals under their value when a line would not fit
+        table.add_row(*row)
+    console.print(table)
+    console.print(method, style="dim", highlight=False, markup=False)
+    for n in notes:
+        console.print(n, style="yellow", highlight=False, markup=False)
+    console.print("\nFindings", style="bold")
+    for f in findings:
+        console.print(f"• {f}", highlight=False, markup=False)
+    return buf.getvalue()
+
+
+def _width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((120, 24)).columns

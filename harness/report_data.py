@@ -1,0 +1,864 @@
+"""The numbers behind a report: intervals, paired tests, agreement, correlations, provenance.
+
+:func:`build` takes rows shaped like :meth:`harness.runner.Runner.results` (one per
+(model, config, metric), plus a ``human`` row per cell) and returns a
+:class:`ReportData`; :func:`from_runner` gathers its inputs from a runner and the
+store. Reporters receive the result through :meth:`ReportData.context` (plain,
+JSON-able dicts and lists), never this module.
+
+* **Intervals** (95% by default) on every cell value: a percentile bootstrap over the
+  cell's examples for per-example means (ROUGE-L, BERTScore, Likert or multi-annotator
+  human ratings); for metrics whose per-example scores carry sufficient statistics
+  (BLEU) the corpus value is recomputed from the resampled statistics in every
+  resample; a Wilson interval for a binary human rate (one 0/1 verdict per item).
+* **Paired comparisons** of every config against the baseline config of the same model,
+  on the examples both cells share: a paired bootstrap (the same resampled examples for
+  both configs; corpus BLEU recomputed per resample) giving the difference, its
+  interval and a two-sided p-value. p-values are Holm-corrected within each (model,
+  metric): one family per column of a model's table.
+* **Agreement**: Krippendorff's alpha over items rated by two or more annotators,
+  nominal for binary ratings and ordinal for Likert ratings, overall and per model.
+* **Correlations** of every metric with the human ratings (system and example level)
+  and the findings text, from :mod:`harness.analysis`.
+
+Every random draw comes from ``numpy.random.default_rng`` seeded from the report seed
+and the cell's name, so a cell's interval does not depend on which other cells are
+in the report, and the same inputs always give the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import analysis
+from . import stats as st
+from .api import ExampleScore, Metric
+from .errors import UserError, unknown_name
+
+__all__ = [
+    "HUMAN",
+    "CellStats",
+    "Comparison",
+    "ReportData",
+    "HumanRating",
+    "build",
+    "from_runner",
+    "choose_baseline",
+    "sweep_defaults",
+    "system_rows",
+    "example_items",
+    "corpus_statistic",
+]
+
+HUMAN = "human"
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class CellStats:
+    """One (model, config, metric) number with its interval and its comparison with the baseline."""
+
+    model: str
+    config: str
+    metric: str
+    value: float | None
+    n: int
+    error: str | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    interval: str | None = None  # "bootstrap", "bootstrap-corpus", "wilson"
+    baseline: bool = False
+    diff: float | None = None  # value - baseline value, on the shared examples
+    diff_ci_low: float | None = None
+    diff_ci_high: float | None = None
+    n_paired: int | None = None
+    p_value: float | None = None
+    p_holm: float | None = None
+    significant: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: _clean(v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class Comparison:
+    model: str
+    metric: str
+    config: str
+    baseline: str
+    n: int
+    diff: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    p_holm: float | None
+    significant: bool | None
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: _clean(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class HumanRating:
+    """One imported rating: ``rating`` on the sheet's own scale (0/1 binary, 1-5 Likert)."""
+
+    model: str
+    config: str
+    item: str  # the rated generation (item id or gen key)
+    annotator: str
+    rating: float
+    scale: str
+
+
+@dataclass
+class ReportData:
+    experiment: str
+    metrics: list[dict[str, Any]]
+    cells: list[CellStats]
+    comparisons: list[Comparison]
+    baseline: dict[str, Any]
+    agreement: list[dict[str, Any]]
+    correlations: list[analysis.CorrelationRow]
+    findings: list[str]
+    correlation_notes: list[str]
+    sweep: dict[str, Any]
+    statistics: dict[str, Any]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def cell(self, model: str, config: str, metric: str) -> CellStats | None:
+        for c in self.cells:
+            if (c.model, c.config, c.metric) == (model, config, metric):
+                return c
+        return None
+
+    def context(self) -> dict[str, Any]:
+        """What reporters receive (merged into their ``context``): plain JSON-able values."""
+        cells: dict[str, dict[str, dict[str, Any]]] = {}
+        for c in self.cells:
+            cells.setdefault(c.model, {}).setdefault(c.config, {})[c.metric] = c.as_dict()
+        return {
+            "cells": cells,
+            "baseline": self.baseline,
+            "comparisons": [c.as_dict() for c in self.comparisons],
+            "agreement": self.agreement,
+            "correlations": [{k: _clean(v) for k, v in r.as_dict().items()} for r in self.correlations],
+            "findings": list(self.findings),
+            "correlation_notes": list(self.correlation_notes),
+            "sweep": self.sweep,
+            "statistics": self.statistics,
+            "run_provenance": self.provenance,
+        }
+
+
+def _clean(v: Any) -> Any:
+    """nan -> None, numpy scalars -> Python, so the result is strict JSON."""
+    if isinstance(v, (np.floating, float)):
+        f = float(v)
+        return None if math.isnan(f) else f
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def _opt(v: float) -> float | None:
+    return None if v is None or math.isnan(v) else float(v)
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def cell_seed(seed: int, *parts: str) -> int:
+    """A seed for one cell: the report seed and the cell's name, hashed (order-independent)."""
+    digest = hashlib.sha256("\x1f".join([str(seed), *parts]).encode("utf-8")).hexdigest()
+    return int(digest[:12], 16)
+
+
+# --------------------------------------------------------------------------- corpus statistics
+
+
+def _bleu_from_sums(sums: np.ndarray) -> np.ndarray:
+    """Corpus BLEU (0-1) per row of summed ``(hyp_len, ref_len, correct_1..N, total_1..N)``.
+
+    sacrebleu's ``BLEU.compute_bleu`` with ``smooth_method='exp'`` and
+    ``effective_order=False``, vectorised: the brevity penalty, the n-gram precisions
+    up to the first order without n-grams, NIST ("exp") smoothing of zero matches, and
+    0 when nothing matches at all. :func:`corpus_statistic` checks it against the
+    metric's own ``aggregate`` before trusting it.
+    """
+    sums = np.asarray(sums, dtype=float)
+    order = (sums.shape[1] - 2) // 2
+    hyp, ref = sums[:, 0], sums[:, 1]
+    correct, total = sums[:, 2 : 2 + order], sums[:, 2 + order : 2 + 2 * order]
+    with np.errstate(all="ignore"):
+        bp = np.where(hyp < ref, np.where(hyp > 0, np.exp(1.0 - ref / np.where(hyp > 0, hyp, 1.0)), 0.0), 1.0)
+        valid = np.cumprod(total > 0, axis=1).astype(bool)  # orders before the first with no n-grams
+        zero = (correct == 0) & valid
+        smooth = 2.0 ** np.cumsum(zero, axis=1)
+        safe_total = np.where(total > 0, total, 1.0)
+        prec = np.where(correct > 0, 100.0 * correct / safe_total, 100.0 / (smooth * safe_total))
+        prec = np.where(valid, prec, 0.0)
+        logp = np.where(prec > 0, np.log(np.where(prec > 0, prec, 1.0)), -9999999999.0)
+        score = bp * np.exp(logp.sum(axis=1) / order)
+    score = np.where(correct.sum(axis=1) > 0, score, 0.0)
+    return score / 100.0
+
+
+_FAST_CORPUS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"bleu": _bleu_from_sums}
+
+
+def corpus_statistic(metric: Metric) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from summed sufficient statistics (resamples x k) to one value per resample.
+
+    The reference is ``metric.aggregate`` of a single score carrying the summed
+    statistics (aggregate sums statistics, so this is the corpus value of the resample).
+    A vectorised formula is used where one is known for the metric and agrees with
+    ``aggregate`` on the first rows it is given; otherwise ``aggregate`` runs per row.
+    """
+    fast = _FAST_CORPUS.get(metric.name)
+    state = {"fast_ok": None}
+
+    def slow(sums: np.ndarray) -> np.ndarray:
+        return np.array([float(metric.aggregate([ExampleScore(math.nan, tuple(float(v) for v in row))])) for row in sums], dtype=float)
+
+    def statistic(sums: np.ndarray) -> np.ndarray:
+        sums = np.atleast_2d(np.asarray(sums, dtype=float))
+        if fast is not None and state["fast_ok"] is None:
+            probe = sums[: min(8, sums.shape[0])]
+            try:
+                state["fast_ok"] = bool(np.allclose(fast(probe), slow(probe), rtol=1e-9, atol=1e-12, equal_nan=True))
+            except Exception:  # a metric whose statistics do not have the expected shape
+                state["fast_ok"] = False
+        if fast is not None and state["fast_ok"]:
+            return fast(sums)
+        return slow(sums)
+
+    return statistic
+
+
+def _stats_matrix(scores: Sequence[ExampleScore]) -> np.ndarray | None:
+    if not scores or any(s.stats is None for s in scores):
+        return None
+    lengths = {len(s.stats) for s in scores}
+    if len(lengths) != 1:
+        return None
+    return np.array([s.stats for s in scores], dtype=float)
+
+
+def _uses_mean(metric: Metric | None) -> bool:
+    return metric is None or type(metric).aggregate is Metric.aggregate
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def _interval(
+    metric_name: str,
+    metric: Metric | None,
+    scores: Sequence[ExampleScore],
+    *,
+    binary_human: bool,
+    seed: int,
+    n_resamples: int,
+    confidence: float,
+) -> tuple[float, float, str] | None:
+    if not scores:
+        return None
+    values = np.array([s.value for s in scores], dtype=float)
+    if metric_name == HUMAN:
+        if binary_human and np.all((values == 0.0) | (values == 1.0)):
+            lo, hi = st.wilson_interval(int(round(values.sum())), int(values.size), confidence)
+            return lo, hi, "wilson"
+        lo, hi = st.bootstrap_ci(values, np.mean, n_resamples=n_resamples, confidence=confidence, seed=seed)
+        return lo, hi, "bootstrap"
+    matrix = _stats_matrix(scores) if metric is not None and not _uses_mean(metric) else None
+    if matrix is not None:
+        statistic = corpus_statistic(metric)
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, matrix.shape[0], size=(int(n_resamples), matrix.shape[0]))
+        sums = _counts(idx, matrix.shape[0]) @ matrix
+        lo, hi = st._percentile_interval(statistic(sums), confidence)
+        return lo, hi, "bootstrap-corpus"
+    if _uses_mean(metric):
+        lo, hi = st.bootstrap_ci(values, np.mean, n_resamples=n_resamples, confidence=confidence, seed=seed)
+        return lo, hi, "bootstrap"
+    # a custom aggregate without sufficient statistics: run it on every resample
+    lo, hi = st.bootstrap_ci(
+        values,
+        lambda v: metric.aggregate([ExampleScore(float(x)) for x in v]),
+        n_resamples=n_resamples,
+        confidence=confidence,
+        seed=seed,
+    )
+    return lo, hi, "bootstrap"
+
+
+def _counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each of ``n`` examples occurs in each resample (rows of ``idx``)."""
+    rows = idx.shape[0]
+    flat = (idx + n * np.arange(rows)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(float)
+
+
+def _paired(
+    metric_name: str,
+    metric: Metric | None,
+    a: Sequence[ExampleScore],
+    b: Sequence[ExampleScore],
+    *,
+    seed: int,
+    n_resamples: int,
+    confidence: float,
+) -> dict[str, float]:
+    """Paired bootstrap of value(a) - value(b) over the same examples (row i of each)."""
+    matrix_a = _stats_matrix(a) if metric_name != HUMAN and metric is not None and not _uses_mean(metric) else None
+    matrix_b = _stats_matrix(b) if matrix_a is not None else None
+    if matrix_a is not None and matrix_b is not None and matrix_a.shape == matrix_b.shape:
+        statistic = corpus_statistic(metric)
+        n = matrix_a.shape[0]
+        observed = float(statistic(matrix_a.sum(axis=0, keepdims=True))[0] - statistic(matrix_b.sum(axis=0, keepdims=True))[0])
+        rng = np.random.default_rng(seed)
+        counts = _counts(rng.integers(0, n, size=(int(n_resamples), n)), n)
+        boot = statistic(counts @ matrix_a) - statistic(counts @ matrix_b)
+        lo, hi = st._percentile_interval(boot, confidence)
+        return {"diff": observed, "ci_low": lo, "ci_high": hi, "p_value": st._two_sided_bootstrap_p(boot, observed), "n": n}
+    va = np.array([s.value for s in a], dtype=float)
+    vb = np.array([s.value for s in b], dtype=float)
+    if metric_name == HUMAN or _uses_mean(metric):
+        return st.paired_bootstrap_test(va, vb, n_resamples=n_resamples, confidence=confidence, seed=seed)
+
+    def agg(v: np.ndarray) -> float:
+        return float(metric.aggregate([ExampleScore(float(x)) for x in v]))
+
+    return st.paired_bootstrap_test(va, vb, statistic=agg, n_resamples=n_resamples, confidence=confidence, seed=seed)
+
+
+# --------------------------------------------------------------------------- baseline and sweep
+
+
+def choose_baseline(
+    configs: Sequence[tuple[str, Mapping[str, Any]]],
+    defaults: Mapping[str, Any] | None,
+    requested: str | None = None,
+    *,
+    all_configs: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The baseline config: ``requested``, else the one whose params equal the sweep defaults, else the first.
+
+    ``configs`` are the (name, params) of the configs in the report, in sweep order.
+    Returns ``{"config": name, "reason": text, "how": "requested"|"defaults"|"first"}``.
+    An unknown ``requested`` name raises :class:`UserError` with a did-you-mean hint.
+    """
+    names = [n for n, _ in configs]
+    if requested is not None:
+        if requested not in names:
+            known = list(all_configs) if all_configs is not None else names
+            if requested in known:
+                raise UserError(
+                    f"config '{requested}' is not among the selected configs; add --config {requested} or pick another baseline",
+                    key="--baseline",
+                )
+            raise UserError(unknown_name("config", requested, known), key="--baseline")
+        return {"config": requested, "how": "requested", "reason": "chosen with --baseline"}
+    if not names:
+        return {"config": None, "how": "none", "reason": "no configs"}
+    if defaults:
+        for name, params in configs:
+            if all(k in params and params[k] == v for k, v in defaults.items()):
+                return {"config": name, "how": "defaults", "reason": "its parameters are the sweep's defaults"}
+        swept = [k for k in defaults if len({repr(p.get(k)) for _, p in configs}) > 1]
+        shown = ", ".join(f"{k}={defaults[k]}" for k in (swept or list(defaults)))
+        return {
+            "config": names[0],
+            "how": "first",
+            "reason": f"the sweep's defaults ({shown}) are not among the configs, so the first config of the sweep is the baseline",
+        }
+    return {"config": names[0], "how": "first", "reason": "the first config of the sweep"}
+
+
+def sweep_info(configs: Sequence[tuple[str, Mapping[str, Any]]], defaults: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The swept parameters and, for each, the configs that vary only that parameter.
+
+    ``series[p]`` lists ``[value, config]`` for every config whose other parameters equal
+    the defaults (one-at-a-time sweeps, and the defaults' slice of a grid), sorted by value.
+    """
+    keys = list(dict.fromkeys(k for _, p in configs for k in p))
+    values = {k: list(dict.fromkeys(p.get(k) for _, p in configs)) for k in keys}
+    swept = [k for k in keys if len(values[k]) > 1]
+    defaults = dict(defaults or {})
+    series: dict[str, list[list[Any]]] = {}
+    for k in swept:
+        points = []
+        for name, p in configs:
+            others = [q for q in swept if q != k]
+            if all(q in defaults and p.get(q) == defaults[q] for q in others):
+                points.append([p.get(k), name])
+        try:
+            points.sort(key=lambda pv: pv[0])
+        except TypeError:
+            points.sort(key=lambda pv: str(pv[0]))
+        series[k] = points
+    return {
+        "params": {k: _sorted(values[k]) for k in swept},
+        "defaults": {k: v for k, v in defaults.items()},
+        "series": series,
+        "config_params": {name: dict(p) for name, p in configs},
+    }
+
+
+def _sorted(values: list[Any]) -> list[Any]:
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=str)
+
+
+def sweep_defaults(exp: Any, plugins: Any) -> dict[str, Any] | None:
+    """The sweep's defaults, as every config's params spell them (the decoder's defaults filled in).
+
+    Read back from the experiment file (the validated experiment keeps only the configs);
+    None when it cannot be read.
+    """
+    import tomllib
+
+    try:
+        with open(exp.path, "rb") as fh:
+            raw = tomllib.load(fh)
+        cls = plugins.info("decoder", exp.decoder).cls
+    except Exception:
+        return None
+    given = (raw.get("sweep") or {}).get("defaults") or {}
+    out: dict[str, Any] = {}
+    for k, opt in cls.params.items():
+        v = given.get(k, opt.default)
+        if isinstance(v, int) and not isinstance(v, bool) and opt.type is float:
+            v = float(v)
+        out[k] = v
+    return out
+
+
+# --------------------------------------------------------------------------- correlations input
+
+
+def system_rows(results: Sequence[Mapping[str, Any]], metric_names: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per (model, config) that has a human value: ``{model, config, human, <metric>: value}``."""
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in results:
+        cell = cells.setdefault((r["model"], r["config"]), {"model": r["model"], "config": r["config"]})
+        if r["metric"] == HUMAN or r["metric"] in metric_names:
+            cell[r["metric"]] = math.nan if r["value"] is None else float(r["value"])
+    out = []
+    for cell in cells.values():
+        if not math.isnan(cell.get(HUMAN, math.nan)):
+            out.append({"model": cell["model"], "config": cell["config"], HUMAN: cell[HUMAN], **{m: cell.get(m, math.nan) for m in metric_names}})
+    return out
+
+
+def example_items(results: Sequence[Mapping[str, Any]], metric_names: Sequence[str]) -> list[tuple[str, str, str, dict[str, float], float]]:
+    """``(model, config, example_id, {metric: per-example score}, human)`` for every rated generation."""
+    by_cell: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    for r in results:
+        if r["metric"] in metric_names:
+            per = by_cell.setdefault((r["model"], r["config"]), {})
+            for ex_id, score in r.get("examples") or []:
+                per.setdefault(ex_id, {})[r["metric"]] = float(score.value)
+    out = []
+    for r in results:
+        if r["metric"] != HUMAN:
+            continue
+        per = by_cell.get((r["model"], r["config"]), {})
+        for ex_id, score in r.get("examples") or []:
+            out.append((r["model"], r["config"], ex_id, dict(per.get(ex_id, {})), float(score.value)))
+    return out
+
+
+def correlation_notes(rows: Sequence[analysis.CorrelationRow], scopes: Sequence[str], metric_names: Sequence[str], level: str, counts: Mapping[str, int]) -> list[str]:
+    """Which (scope, metric) pairs had too few points for a correlation at ``level``."""
+    have = {(r.scope, r.metric) for r in rows if r.level == level}
+    notes = []
+    for scope in scopes:
+        missing = [m for m in metric_names if (scope, m) not in have]
+        if missing:
+            where = "overall" if scope == analysis.ALL else f"model '{scope}'"
+            notes.append(
+                f"{level.capitalize()} level, {where}: no correlation for {', '.join(missing)} "
+                f"({counts.get(scope, 0)} rated point{'s' if counts.get(scope, 0) != 1 else ''}; at least {analysis.MIN_ROWS} are needed)."
+            )
+    return notes
+
+
+def correlate(
+    results: Sequence[Mapping[str, Any]],
+    metric_names: Sequence[str],
+    *,
+    seed: int,
+    n_resamples: int,
+    confidence: float,
+    levels: Sequence[str] = ("system", "example"),
+) -> tuple[list[analysis.CorrelationRow], list[str]]:
+    """System- and example-level correlations of every metric with human ratings, and notes on what was skipped."""
+    rows: list[analysis.CorrelationRow] = []
+    notes: list[str] = []
+    models = list(dict.fromkeys(r["model"] for r in results))
+    if "system" in levels:
+        sys_rows = system_rows(results, metric_names)
+        if sys_rows:
+            found = analysis.analyze(sys_rows, metrics=list(metric_names), seed=seed, n_resamples=n_resamples, confidence=confidence)
+            rows += found
+            counts = {analysis.ALL: len(sys_rows), **{m: sum(1 for r in sys_rows if r["model"] == m) for m in models}}
+            notes += correlation_notes(found, [analysis.ALL, *[m for m in models if counts[m]]], metric_names, "system", counts)
+    if "example" in levels:
+        items = example_items(results, metric_names)
+        if items:
+            found = analysis.example_level(items, metrics=list(metric_names), seed=seed, n_resamples=n_resamples, confidence=confidence)
+            rows += found
+            counts = {analysis.ALL: len(items), **{m: sum(1 for it in items if it[0] == m) for m in models}}
+            notes += correlation_notes(found, [analysis.ALL, *[m for m in models if counts[m]]], metric_names, "example", counts)
+    return rows, notes
+
+
+# --------------------------------------------------------------------------- agreement
+
+
+_LEVEL_OF_SCALE = {"binary": "nominal", "likert": "ordinal"}
+
+
+def agreement(ratings: Sequence[HumanRating], models: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Krippendorff's alpha per scale, overall and per model, where items have two or more annotators."""
+    out: list[dict[str, Any]] = []
+    scales = list(dict.fromkeys(r.scale for r in ratings))
+    model_order = list(models) if models is not None else list(dict.fromkeys(r.model for r in ratings))
+    for scale in scales:
+        of_scale = [r for r in ratings if r.scale == scale]
+        level = _LEVEL_OF_SCALE.get(scale, "interval")
+        for scope in ["all", *model_order]:
+            chosen = [r for r in of_scale if scope == "all" or r.model == scope]
+            units: dict[str, dict[str, float]] = {}
+            for r in chosen:
+                units.setdefault(r.item, {})[r.annotator] = r.rating
+            multi = {k: v for k, v in units.items() if len(v) >= 2}
+            if not multi:
+                continue
+            alpha = st.krippendorff_alpha(list(multi.values()), level=level)
+            out.append(
+                {
+                    "scope": scope,
+                    "scale": scale,
+                    "level": level,
+                    "alpha": _opt(alpha),
+                    "n_items": len(multi),
+                    "n_items_rated": len(units),
+                    "n_annotators": len({a for v in multi.values() for a in v}),
+                    "n_ratings": sum(len(v) for v in multi.values()),
+                }
+            )
+    return out
+
+
+# --------------------------------------------------------------------------- build
+
+
+def build(
+    results: Sequence[Mapping[str, Any]],
+    *,
+    metrics: Mapping[str, Metric | None],
+    configs: Sequence[tuple[str, Mapping[str, Any]]],
+    defaults: Mapping[str, Any] | None = None,
+    baseline: str | None = None,
+    all_configs: Sequence[str] | None = None,
+    ratings: Sequence[HumanRating] = (),
+    seed: int = 0,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    experiment: str = "",
+    labels: Mapping[str, str] | None = None,
+    higher_is_better: Mapping[str, bool] | None = None,
+    with_correlations: bool = True,
+    provenance: Mapping[str, Any] | None = None,
+) -> ReportData:
+    """Intervals, paired tests against the baseline, agreement and correlations for ``results``.
+
+    ``metrics`` maps every automatic metric name to its plugin (None: the value is a
+    per-example mean); ``configs`` are the (name, params) of the configs in the report,
+    in sweep order; ``defaults`` the sweep's default params (for the baseline and the
+    plots); ``ratings`` the raw human ratings (for agreement and Wilson intervals).
+    """
+    if n_resamples < 1:
+        raise UserError(f"must be at least 1, got {n_resamples}", key="--resamples")
+    if not 0.0 < confidence < 1.0:
+        raise UserError(f"must be between 0 and 1, got {confidence}", key="--confidence")
+    labels = dict(labels or {})
+    higher = dict(higher_is_better or {})
+    metric_names = list(metrics)
+    base = choose_baseline(configs, defaults, baseline, all_configs=all_configs)
+    base_name = base["config"]
+
+    # binary human cells: every rating of the cell is binary
+    scales_of_cell: dict[tuple[str, str], set[str]] = {}
+    for r in ratings:
+        scales_of_cell.setdefault((r.model, r.config), set()).add(r.scale)
+
+    cells: list[CellStats] = []
+    by_key: dict[tuple[str, str, str], CellStats] = {}
+    examples_of: dict[tuple[str, str, str], list[tuple[str, ExampleScore]]] = {}
+    for r in results:
+        c = CellStats(r["model"], r["config"], r["metric"], _opt(r["value"]) if r["value"] is not None else None, int(r["n"]), error=r.get("error"))
+        c.baseline = c.config == base_name
+        key = (c.model, c.config, c.metric)
+        examples_of[key] = list(r.get("examples") or [])
+        if c.value is not None and examples_of[key]:
+            scales = scales_of_cell.get((c.model, c.config))
+            binary = scales == {"binary"} if ratings else True
+            found = _interval(
+                c.metric,
+                metrics.get(c.metric),
+                [s for _, s in examples_of[key]],
+                binary_human=binary,
+                seed=cell_seed(seed, "ci", *key),
+                n_resamples=n_resamples,
+                confidence=confidence,
+            )
+            if found is not None:
+                c.ci_low, c.ci_high, c.interval = _opt(found[0]), _opt(found[1]), found[2]
+        cells.append(c)
+        by_key[key] = c
+
+    # paired comparisons against the baseline, Holm within (model, metric)
+    comparisons: list[Comparison] = []
+    alpha_level = 1.0 - confidence
+    models = list(dict.fromkeys(c.model for c in cells))
+    all_metrics = list(dict.fromkeys(c.metric for c in cells))
+    config_order = [n for n, _ in configs]
+    for model in models:
+        for metric in all_metrics:
+            base_cell = by_key.get((model, base_name, metric))
+            family: list[tuple[CellStats, Comparison]] = []
+            for config in config_order:
+                if config == base_name or (model, config, metric) not in by_key:
+                    continue
+                cell = by_key[(model, config, metric)]
+                comp = Comparison(model, metric, config, base_name, 0, None, None, None, None, None, None)
+                if base_cell is None or base_cell.value is None:
+                    comp.note = "the baseline has no value"
+                elif cell.value is None:
+                    comp.note = "no value"
+                else:
+                    a = dict(examples_of[(model, config, metric)])
+                    b = dict(examples_of[(model, base_name, metric)])
+                    shared = [e for e, _ in examples_of[(model, base_name, metric)] if e in a]
+                    if len(shared) < 2:
+                        comp.note = f"only {len(shared)} shared example{'s' if len(shared) != 1 else ''}"
+                    else:
+                        res = _paired(
+                            metric,
+                            metrics.get(metric),
+                            [a[e] for e in shared],
+                            [b[e] for e in shared],
+                            seed=cell_seed(seed, "paired", model, config, metric),
+                            n_resamples=n_resamples,
+                            confidence=confidence,
+                        )
+                        comp.n = int(res["n"])
+                        comp.diff, comp.ci_low, comp.ci_high = _opt(res["diff"]), _opt(res["ci_low"]), _opt(res["ci_high"])
+                        comp.p_value = _opt(res["p_value"])
+                family.append((cell, comp))
+            ps = np.array([math.nan if comp.p_value is None else comp.p_value for _, comp in family], dtype=float)
+            adjusted = st.holm(ps) if ps.size else ps
+            for (cell, comp), p_adj in zip(family, adjusted):
+                comp.p_holm = _opt(p_adj)
+                comp.significant = None if comp.p_holm is None else bool(comp.p_holm < alpha_level)
+                cell.diff, cell.diff_ci_low, cell.diff_ci_high = comp.diff, comp.ci_low, comp.ci_high
+                cell.n_paired = comp.n or None
+                cell.p_value, cell.p_holm, cell.significant = comp.p_value, comp.p_holm, comp.significant
+                comparisons.append(comp)
+
+    corr_rows: list[analysis.CorrelationRow] = []
+    notes: list[str] = []
+    if with_correlations:
+        corr_rows, notes = correlate(results, metric_names, seed=seed, n_resamples=n_resamples, confidence=confidence)
+    findings = analysis.findings(corr_rows) if corr_rows else []
+
+    metric_info = [{"name": m, "label": labels.get(m, m), "higher_is_better": higher.get(m, True)} for m in metric_names]
+    metric_info.append({"name": HUMAN, "label": labels.get(HUMAN, "Human"), "higher_is_better": True})
+    statistics = {
+        "confidence": confidence,
+        "resamples": int(n_resamples),
+        "seed": int(seed),
+        "significance_level": alpha_level,
+        "interval": "percentile bootstrap over the cell's examples (corpus value recomputed per resample for metrics with sufficient statistics, e.g. BLEU); Wilson for a binary human rate",
+        "test": "paired bootstrap over the examples both configs share, two-sided",
+        "correction": "Holm within each model and metric",
+        "agreement": "Krippendorff's alpha: nominal for binary ratings, ordinal for Likert",
+        "correlations": "Pearson, Spearman, Kendall tau-b; percentile bootstrap over rows (system level) or over examples (example level)",
+    }
+    return ReportData(
+        experiment=experiment,
+        metrics=metric_info,
+        cells=cells,
+        comparisons=comparisons,
+        baseline=base,
+        agreement=agreement(ratings, models) if ratings else [],
+        correlations=corr_rows,
+        findings=findings,
+        correlation_notes=notes,
+        sweep=sweep_info(configs, defaults),
+        statistics=statistics,
+        provenance=dict(provenance or {}),
+    )
+
+
+# --------------------------------------------------------------------------- from a runner
+
+
+def _current_gen_keys(runner: Any) -> set[str] | None:
+    """The generation keys the report's cells stand for (ratings of older generations are left out)."""
+    try:
+        eid = runner.engine().identity()
+        keys: set[str] = set()
+        for spec in runner.models():
+            state = runner.model_state(spec)
+            if not state.ready or (spec.finetune is not None and not state.adapter_sha):
+                continue
+            for config in runner.configs():
+                keys.update(k for _, k in runner.cell_keys(state, config, eid))
+        return keys
+    except Exception:
+        return None
+
+
+def human_ratings(
+    store: Any, models: Sequence[str] | None = None, configs: Sequence[str] | None = None, gen_keys: set[str] | None = None
+) -> list[HumanRating]:
+    """Every imported rating with the cell it belongs to, read from the store (only ``gen_keys`` when given)."""
+    q = (
+        "SELECT i.model, i.config, i.gen_key, r.annotator, r.rating, r.scale "
+        "FROM human_ratings r JOIN human_items i USING(item_id) ORDER BY i.model, i.config, i.gen_key, r.annotator"
+    )
+    out = []
+    for model, config, gen_key, annotator, rating, scale in store.db.execute(q):
+        if (models is None or model in models) and (configs is None or config in configs) and (gen_keys is None or gen_key in gen_keys):
+            out.append(HumanRating(model, config, gen_key, annotator, float(rating), scale))
+    return out
+
+
+def provenance(runner: Any, *, seed: int, n_resamples: int, confidence: float) -> dict[str, Any]:
+    """Where every number comes from: versions, hardware, seeds, metric identities, models, decoding."""
+    import importlib.metadata as md
+
+    from . import __version__
+    from .runner import run_metadata
+
+    exp = runner.exp
+    meta = run_metadata(exp, "harness report")
+    for pkg in ("numpy", "scipy", "matplotlib", "sentence-transformers", "gguf", "pluggy", "click", "rich"):
+        try:
+            meta["versions"].setdefault(pkg, md.version(pkg))
+        except md.PackageNotFoundError:
+            pass
+    metrics = {}
+    for name in runner.metric_names():
+        try:
+            metrics[name] = runner.metric(name).identity()
+        except Exception as exc:  # identity should be cheap and safe; never let it sink the report
+            metrics[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    models = {}
+    for spec in runner.models():
+        state = runner.model_state(spec)
+        models[spec.name] = {
+            "adapter_plugin": spec.adapter,
+            "base_model": spec.base_model,
+            "template": spec.template,
+            "identity": state.identity,
+            "finetune": asdict(spec.finetune) if spec.finetune else None,
+            "lora_adapter_sha256": state.adapter_sha,
+            "model_key": state.model_key,
+        }
+    try:
+        engine = runner.engine().identity()
+    except Exception as exc:
+        engine = {"error": str(exc)}
+    last = runner.store.last_run()
+    last_run = None
+    if last:
+        m = last.get("metadata") or {}
+        last_run = {
+            "command": last.get("command"),
+            "status": last.get("status"),
+            "started": _iso(last.get("started")),
+            "finished": _iso(last.get("finished")),
+            "hardware": m.get("hardware"),
+            "versions": m.get("versions"),
+            "seconds": m.get("seconds"),
+        }
+    ds = exp.dataset
+    return {
+        "harness": __version__,
+        "generated": _iso(time.time()),
+        "experiment_file": str(exp.path),
+        "store": str(runner.store.path),
+        "versions": meta["versions"],
+        "hardware": meta["hardware"],
+        "last_run": last_run,
+        "seeds": {**meta["seeds"], "report_bootstrap": seed},
+        "statistics": {"resamples": n_resamples, "confidence": confidence},
+        "dataset": {"source": ds.source, "test_size": ds.test_size, "train_size": ds.train_size, "split_seed": ds.seed, "settings": ds.settings},
+        "engine": {"name": exp.engine, "identity": engine, "settings": exp.engine_settings},
+        "metrics": metrics,
+        "models": models,
+        "decoding": {c.name: {"requested": dict(c.params), "effective": c.decoding.to_dict()} for c in runner.configs()},
+    }
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def from_runner(
+    runner: Any,
+    results: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    baseline: str | None = None,
+    seed: int | None = None,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    with_correlations: bool = True,
+    with_provenance: bool = True,
+) -> ReportData:
+    """:func:`build` on a runner's results, its experiment and its store."""
+    exp = runner.exp
+    results = runner.results() if results is None else results
+    seed = exp.seed if seed is None else seed
+    names = runner.metric_names()
+    metrics = {n: runner.metric(n) for n in names}
+    configs = [(c.name, dict(c.params)) for c in runner.configs()]
+    model_names = [m.name for m in runner.models()]
+    return build(
+        results,
+        metrics=metrics,
+        configs=configs,
+        defaults=sweep_defaults(exp, runner.plugins),
+        baseline=baseline,
+        all_configs=[c.name for c in exp.configs],
+        ratings=human_ratings(runner.store, model_names, [n for n, _ in configs], gen_keys=_current_gen_keys(runner)),
+        seed=seed,
+        n_resamples=n_resamples,
+        confidence=confidence,
+        experiment=exp.name,
+        labels={n: (m.label or n) for n, m in metrics.items()},
+        higher_is_better={n: m.higher_is_better for n, m in metrics.items()},
+        with_correlations=with_correlations,
+        provenance=provenance(runner, seed=seed, n_resamples=n_resamples, confidence=confidence) if with_provenance else None,
+    )

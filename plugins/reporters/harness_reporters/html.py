@@ -1,0 +1,285 @@
+"""The ``html`` report: one self-contained file (styles inline, plots embedded as PNG data URIs).
+
+Sections, each a ``<section>`` with a stable id: ``results`` (per-model tables with 95%
+intervals, significance marks and the baseline), ``comparisons`` (every paired test
+against the baseline), ``agreement`` (Krippendorff's alpha), ``correlations`` (every
+metric against human ratings), ``findings``, ``plots`` and ``provenance`` (library
+versions, metric signatures and models, seeds, hardware, effective decoding).
+
+A short script at the end checks that every section and image is there and sets
+``data-render="ok"`` on ``<body>`` (``"error: ..."`` otherwise), so a headless browser
+can confirm the page renders cleanly. Nothing is loaded from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from harness import hookimpl
+from harness.api import Reporter, ReportRow
+
+from .builtin import SIGNIFICANT, _columns, _grid, _info, agreement_lines, comparison_table, correlation_table, legend_lines
+
+SECTIONS = ("results", "comparisons", "agreement", "correlations", "findings", "plots", "provenance")
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:80rem;padding:0 1rem;color:#1b1f24;line-height:1.45}
+h1{margin-bottom:.2rem}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2rem;margin-top:2.2rem}
+nav a{margin-right:1rem}
+table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.9rem}
+th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:right;vertical-align:top}
+th{background:#f6f8fa}td.l,th.l{text-align:left}
+tr.baseline td{background:#fff8c5}
+.best{font-weight:700;color:#116329}.sig{color:#cf222e;font-weight:700}
+.ci{color:#57606a;font-size:.85em;white-space:nowrap}
+.muted{color:#57606a}.failed{color:#cf222e}
+figure{display:inline-block;margin:.5rem 1rem 1rem 0;vertical-align:top}
+figure img{max-width:100%;border:1px solid #d0d7de}
+figcaption{font-size:.85rem;color:#57606a;max-width:60rem}
+pre{background:#f6f8fa;padding:.6rem;overflow:auto;font-size:.8rem}
+details{margin:.5rem 0}
+"""
+
+_SCRIPT = """
+(function () {
+  var problems = [];
+  window.addEventListener('error', function (e) { problems.push('script error: ' + e.message); });
+  function check() {
+    var need = %s;
+    need.forEach(function (id) { if (!document.getElementById(id)) problems.push('missing section ' + id); });
+    Array.prototype.forEach.call(document.images, function (img) {
+      if (!img.complete || img.naturalWidth === 0) problems.push('image not rendered: ' + img.alt);
+    });
+    document.body.setAttribute('data-render', problems.length ? 'error: ' + problems.join('; ') : 'ok');
+  }
+  if (document.readyState === 'complete') check(); else window.addEventListener('load', check);
+})();
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return f"{v:.{digits}f}"
+
+
+def _table(header: Sequence[str], body: Sequence[Sequence[str]], *, left: int = 1, raw: bool = False) -> str:
+    out = ["<table><thead><tr>"]
+    out += [f'<th class="l">{_e(h)}</th>' if i < left else f"<th>{_e(h)}</th>" for i, h in enumerate(header)]
+    out.append("</tr></thead><tbody>")
+    for row in body:
+        out.append("<tr>" + "".join(f'<td class="l">{c if raw else _e(c)}</td>' if i < left else f"<td>{c if raw else _e(c)}</td>" for i, c in enumerate(row)) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+class HtmlReporter(Reporter):
+    name = "html"
+    version = "1"
+    description = "one self-contained HTML file: tables with intervals, tests, agreement, correlations, plots, provenance"
+    #: ask ``harness report`` for the figures as PNG bytes to embed
+    embeds_figures = True
+
+    def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
+        title = context.get("experiment") or "Results"
+        prov = context.get("run_provenance") or {}
+        parts = [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_e(title)} — harness report</title><style>{_CSS}</style></head>",
+            '<body data-render="pending">',
+            f"<header><h1>{_e(title)}</h1>",
+            f'<p class="muted">harness {_e(prov.get("harness", ""))} · generated {_e(prov.get("generated", ""))}'
+            f' · experiment file {_e(prov.get("experiment_file", ""))}</p></header>',
+            "<nav>" + "".join(f'<a href="#{s}">{s.capitalize()}</a>' for s in SECTIONS) + "</nav>",
+            self._results(rows, context),
+            self._comparisons(context),
+            self._agreement(context),
+            self._correlations(context),
+            self._findings(context),
+            self._plots(context),
+            self._provenance(context),
+            f"<script>{_SCRIPT % json.dumps(list(SECTIONS))}</script>",
+            "</body></html>",
+        ]
+        return "\n".join(parts) + "\n"
+
+    # -- sections
+
+    def _results(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
+        grid, best = _grid(rows, context)
+        cols = _columns(context, rows)
+        base = (context.get("baseline") or {}).get("config")
+        out = ['<section id="results"><h2>Results</h2>']
+        if not grid:
+            out.append("<p>No results in the store yet.</p>")
+        for model, configs in grid.items():
+            out.append(f"<h3>{_e(model)}</h3><table><thead><tr><th class=\"l\">Config</th>")
+            out += [f"<th>{_e(label)}</th>" for _, label in cols]
+            out.append("<th>n</th></tr></thead><tbody>")
+            for config, cells in configs.items():
+                is_base = config == base
+                row_class = ' class="baseline"' if is_base else ""
+                mark = " <em>(baseline)</em>" if is_base else ""
+                out.append(f'<tr{row_class}><td class="l">{_e(config)}{mark}</td>')
+                for metric, _ in cols:
+                    r = cells.get(metric)
+                    out.append(f"<td>{self._cell(r, best.get((model, metric)), _info(context, model, config, metric), metric == 'human')}</td>")
+                n = max((r.n for m, r in cells.items() if m != "human"), default=0)
+                out.append(f"<td>{n}</td></tr>")
+            out.append("</tbody></table>")
+        if grid:
+            out.append('<p class="muted"><span class="best">Bold</span>: best value in the column for that model.<br>')
+            out.append("<br>".join(_e(line) for line in legend_lines(context, rows)) + "</p>")
+        for f in context.get("failures", []):
+            out.append(f'<p class="failed">failed {_e(f["cell"])}: {_e(f["error"])}</p>')
+        out.append("</section>")
+        return "".join(out)
+
+    @staticmethod
+    def _cell(r: ReportRow | None, best: float | None, info: dict[str, Any] | None, human: bool) -> str:
+        if r is None:
+            return "—"
+        if r.value is None:
+            return '<span class="failed">failed</span>' if r.error else "—"
+        text = _num(r.value)
+        if best is not None and r.value == best:
+            text = f'<span class="best">{text}</span>'
+        if info and info.get("significant"):
+            p = info.get("p_holm")
+            text += f'<span class="sig" title="differs from the baseline, Holm-corrected p = {_num(p, 4)}">{SIGNIFICANT}</span>'
+        if r.ci_low is not None and r.ci_high is not None:
+            text += f' <span class="ci">[{_num(r.ci_low)}, {_num(r.ci_high)}]</span>'
+        if human:
+            text += f' <span class="muted">(n={r.n})</span>'
+        return text
+
+    def _comparisons(self, context: dict[str, Any]) -> str:
+        header, body = comparison_table(context)
+        base = context.get("baseline") or {}
+        out = ['<section id="comparisons"><h2>Paired comparisons with the baseline</h2>']
+        if base.get("config"):
+            out.append(f"<p>Baseline: <code>{_e(base['config'])}</code> — {_e(base.get('reason', ''))}.</p>")
+        st = context.get("statistics") or {}
+        out.append(f'<p class="muted">{_e(st.get("test", ""))}; {_e(st.get("correction", ""))}; significant at p &lt; {_num(st.get("significance_level", 0.05), 2)} after correction.</p>')
+        if body:
+            n_sig = sum(1 for c in context.get("comparisons") or [] if c.get("significant"))
+            out.append(f"<details open><summary>{len(body)} comparisons, {n_sig} significant</summary>{_table(header, body, left=3)}</details>")
+        else:
+            out.append("<p>No comparisons (a single config, or no values).</p>")
+        out.append("</section>")
+        return "".join(out)
+
+    def _agreement(self, context: dict[str, Any]) -> str:
+        out = ['<section id="agreement"><h2>Inter-annotator agreement</h2>']
+        rows = context.get("agreement") or []
+        if rows:
+            body = [
+                ["all models" if a["scope"] == "all" else a["scope"], a["scale"], a["level"], _num(a.get("alpha")), str(a["n_items"]), str(a["n_annotators"]), str(a["n_ratings"])]
+                for a in rows
+            ]
+            out.append(_table(["Scope", "Scale", "Level", "Krippendorff's α", "Items (2+ raters)", "Annotators", "Ratings"], body, left=3))
+            out.append("<p class=\"muted\">" + "<br>".join(_e(x) for x in agreement_lines(context)) + "</p>")
+        else:
+            out.append("<p>No item has ratings from two or more annotators, so agreement cannot be measured.</p>")
+        out.append("</section>")
+        return "".join(out)
+
+    def _correlations(self, context: dict[str, Any]) -> str:
+        header, body = correlation_table(context)
+        out = ['<section id="correlations"><h2>Agreement of metrics with human judgment</h2>']
+        if body:
+            out.append(_table(header, body, left=3))
+            st = context.get("statistics") or {}
+            out.append(f'<p class="muted">{_e(st.get("correlations", ""))}.</p>')
+        else:
+            out.append("<p>No correlations: no human ratings have been imported (<code>harness human export</code>, then <code>harness human import</code>).</p>")
+        notes = context.get("correlation_notes") or []
+        if notes:
+            out.append("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
+        out.append("</section>")
+        return "".join(out)
+
+    def _findings(self, context: dict[str, Any]) -> str:
+        lines = context.get("findings") or []
+        out = ['<section id="findings"><h2>Findings</h2>']
+        if lines:
+            out.append("<ul>" + "".join(f"<li>{_e(x)}</li>" for x in lines) + "</ul>")
+            out.append('<p class="muted">Written from the correlation table above: the best metric by Spearman ρ, negative correlations whose interval excludes 0, and correlations whose interval includes 0.</p>')
+        else:
+            out.append("<p>No findings without human ratings.</p>")
+        out.append("</section>")
+        return "".join(out)
+
+    def _plots(self, context: dict[str, Any]) -> str:
+        figures = context.get("figures") or []
+        out = ['<section id="plots"><h2>Plots</h2>']
+        if not figures:
+            out.append("<p>No plots (nothing swept, or no values yet).</p>")
+        for f in figures:
+            data = base64.b64encode(f["png"]).decode("ascii")
+            out.append(
+                f'<figure id="fig-{_e(f["id"])}"><img src="data:image/png;base64,{data}" alt="{_e(f["title"])}">'
+                f"<figcaption><strong>{_e(f['title'])}.</strong> {_e(f['caption'])}</figcaption></figure>"
+            )
+        out.append("</section>")
+        return "".join(out)
+
+    def _provenance(self, context: dict[str, Any]) -> str:
+        prov = context.get("run_provenance") or {}
+        out = ['<section id="provenance"><h2>Provenance</h2>']
+        if not prov:
+            out.append("<p>No provenance recorded.</p></section>")
+            return "".join(out)
+        out.append(f"<p>Store: <code>{_e(prov.get('store', ''))}</code></p>")
+        kv = lambda d: _table(["Key", "Value"], [[k, _short(v)] for k, v in (d or {}).items()], left=2)  # noqa: E731
+        out.append("<h3>Library versions</h3>" + kv(prov.get("versions")))
+        out.append("<h3>Hardware (this report)</h3>" + kv(prov.get("hardware")))
+        last = prov.get("last_run")
+        if last:
+            out.append("<h3>Last run</h3>" + kv({k: v for k, v in last.items() if k not in ("versions",)}))
+        out.append("<h3>Seeds</h3>" + kv(prov.get("seeds")))
+        out.append("<h3>Statistics</h3>" + kv({**(prov.get("statistics") or {}), **(context.get("statistics") or {})}))
+        metrics = prov.get("metrics") or {}
+        if metrics:
+            out.append("<h3>Metrics (signatures and models)</h3>")
+            out.append(_table(["Metric", "Identity"], [[m, f"<pre>{_e(json.dumps(i, indent=1, sort_keys=True, default=str))}</pre>"] for m, i in metrics.items()], left=2, raw=True))
+        models = prov.get("models") or {}
+        if models:
+            out.append("<h3>Models</h3>")
+            out.append(_table(["Model", "Details"], [[_e(m), f"<pre>{_e(json.dumps(i, indent=1, sort_keys=True, default=str))}</pre>"] for m, i in models.items()], left=2, raw=True))
+        out.append("<h3>Engine and dataset</h3>" + kv({"engine": prov.get("engine"), "dataset": prov.get("dataset")}))
+        decoding = prov.get("decoding") or {}
+        if decoding:
+            keys = ["strategy", "temperature", "top_k", "top_p", "num_beams", "max_new_tokens", "do_sample", "unused"]
+            body = []
+            for name, d in decoding.items():
+                eff = d.get("effective") or {}
+                body.append([name, *(_short(eff.get(k)) for k in keys)])
+            out.append("<h3>Effective decoding parameters</h3>" + _table(["Config", *keys], body, left=1))
+        out.append("<details><summary>Everything, as JSON</summary><pre>" + _e(json.dumps(prov, indent=2, sort_keys=True, default=str)) + "</pre></details>")
+        out.append("</section>")
+        return "".join(out)
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True, default=str)
+    if v is None:
+        return "—"
+    return str(v)
+
+
+@hookimpl
+def harness_register_reporters(register):
+    register(HtmlReporter)

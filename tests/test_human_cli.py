@@ -1,0 +1,133 @@
+"""The human-rating round trip through the CLI with fake plugins: export, fill, import, report."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import fakes
+from harness.store import STORE_NAME
+
+N_CELLS = 2 * len(fakes.STUDY_CONFIGS)
+PER_CELL = 3
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _write(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _rating(item_id: str, annotator: str) -> int:
+    return hashlib.sha256(f"{item_id}/{annotator}".encode()).digest()[0] % 2
+
+
+def _query(registry: Path, sql: str):
+    con = sqlite3.connect(registry.parent / "out" / STORE_NAME)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def exported(cli, fake_registry):
+    assert cli("run", "--all", "-r", fake_registry).exit_code == 0
+    sheet = fake_registry.parent / "sheet.csv"
+    result = cli("human", "export", "-o", sheet, "-n", PER_CELL, "-r", fake_registry)
+    assert result.exit_code == 0, result.output
+    assert f"wrote {N_CELLS * PER_CELL} items" in result.stdout
+    return sheet
+
+
+def test_export_is_blinded(exported) -> None:
+    rows = _rows(exported)
+    assert list(rows[0]) == ["item_id", "instruction", "input", "response", "rating", "annotator"]
+    assert len(rows) == N_CELLS * PER_CELL
+    assert len({r["item_id"] for r in rows}) == len(rows)
+    assert all(r["rating"] == "" and r["annotator"] == "" for r in rows)
+    text = exported.read_text()
+    assert "fake-base" not in text and "fake-tuned" not in text and "num_beams" not in text
+
+
+def test_round_trip_two_annotators(cli, fake_registry, exported) -> None:
+    before = {"open": fakes.FakeEngine.open_calls, "generated": fakes.FakeEngine.generated}
+    filled = []
+    for annotator in ("ann1", "ann2"):
+        for r in _rows(exported):
+            filled.append(r | {"rating": str(_rating(r["item_id"], annotator)), "annotator": annotator})
+    sheet = exported.parent / "filled.csv"
+    _write(sheet, filled)
+
+    result = cli("human", "import", sheet, "-r", fake_registry)
+    assert result.exit_code == 0, result.output
+    assert f"imported {len(filled)} binary ratings from 2 annotator(s): ann1, ann2" in result.stdout
+    assert _query(fake_registry, "SELECT COUNT(*) FROM human_ratings") == [(len(filled),)]
+
+    # expected per cell: mean over items of the mean over annotators
+    cell_of = {i: (m, c) for i, m, c in _query(fake_registry, "SELECT item_id, model, config FROM human_items")}
+    per_cell: dict[tuple[str, str], list[float]] = {}
+    for item_id in {r["item_id"] for r in filled}:
+        per_cell.setdefault(cell_of[item_id], []).append((_rating(item_id, "ann1") + _rating(item_id, "ann2")) / 2)
+
+    report = json.loads(cli("report", "--format", "json", "-r", fake_registry).stdout)
+    human = {(r["model"], r["config"]): r for r in report if r["metric"] == "human"}
+    assert len(human) == N_CELLS
+    for cell, row in human.items():
+        assert row["n"] == PER_CELL
+        assert row["value"] == pytest.approx(sum(per_cell[cell]) / len(per_cell[cell]))
+    assert {"open": fakes.FakeEngine.open_calls, "generated": fakes.FakeEngine.generated} == before
+
+    table = cli("report", "-r", fake_registry)
+    assert table.exit_code == 0 and f"(n={PER_CELL})" in table.stdout
+
+    # importing the same sheet again replaces, never duplicates
+    assert cli("human", "import", sheet, "-r", fake_registry).exit_code == 0
+    assert _query(fake_registry, "SELECT COUNT(*) FROM human_ratings") == [(len(filled),)]
+
+
+@pytest.mark.parametrize("problem", ["unknown-id", "out-of-range", "both"])
+def test_a_bad_sheet_imports_nothing(cli, fake_registry, exported, problem) -> None:
+    rows = _rows(exported)
+    good = [r | {"rating": "1", "annotator": "ann1"} for r in rows[:5]] + [r | {"rating": "0", "annotator": "ann1"} for r in rows[5:10]]
+    _write(exported.parent / "good.csv", good)
+    assert cli("human", "import", exported.parent / "good.csv", "-r", fake_registry).exit_code == 0
+    before = _query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings ORDER BY 1, 2")
+    assert len(before) == 10
+
+    bad = [r | {"rating": str(i % 2), "annotator": "ann2"} for i, r in enumerate(rows[:10])]
+    if problem in ("unknown-id", "both"):
+        bad[3] = bad[3] | {"item_id": "hdeadbeef00"}
+    if problem in ("out-of-range", "both"):
+        bad[6] = bad[6] | {"rating": "7"}
+    sheet = exported.parent / "bad.csv"
+    _write(sheet, bad)
+    result = cli("human", "import", sheet, "-r", fake_registry)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert str(sheet) in result.stderr
+    assert "nothing was imported" in result.stderr
+    if problem in ("unknown-id", "both"):
+        assert "unknown item ids" in result.stderr and "'hdeadbeef00'" in result.stderr
+    if problem in ("out-of-range", "both"):
+        assert "rating '7' is out of range" in result.stderr
+    assert _query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings ORDER BY 1, 2") == before
+
+
+def test_import_before_export_is_a_user_error(cli, fake_registry, tmp_path) -> None:
+    assert cli("run", "--all", "-r", fake_registry).exit_code == 0
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("item_id,rating,annotator\nh0123456789,1,a\n")
+    result = cli("human", "import", sheet, "-r", fake_registry)
+    assert result.exit_code == 2 and "harness human export" in result.stderr
