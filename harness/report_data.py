@@ -741,12 +741,8 @@ def human_ratings(
     store: Any, models: Sequence[str] | None = None, configs: Sequence[str] | None = None, gen_keys: set[str] | None = None
 ) -> list[HumanRating]:
     """Every imported rating with the cell it belongs to, read from the store (only ``gen_keys`` when given)."""
-    q = (
-        "SELECT i.model, i.config, i.gen_key, r.annotator, r.rating, r.scale "
-        "FROM human_ratings r JOIN human_items i USING(item_id) ORDER BY i.model, i.config, i.gen_key, r.annotator"
-    )
     out = []
-    for model, config, gen_key, annotator, rating, scale in store.db.execute(q):
+    for model, config, gen_key, annotator, rating, scale in store.human_ratings():
         if (models is None or model in models) and (configs is None or config in configs) and (gen_keys is None or gen_key in gen_keys):
             out.append(HumanRating(model, config, gen_key, annotator, float(rating), scale))
     return out

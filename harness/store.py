@@ -224,11 +224,18 @@ class Store:
                 "INSERT OR REPLACE INTO human_ratings VALUES(?,?,?,?,?,?)", [(i, a, r, scale, source, now) for i, a, r in ratings]
             )
 
+    def human_ratings(self) -> list[tuple[str, str, str, str, float, str]]:
+        """Every imported rating as (model, config, gen_key, annotator, rating, scale), model and config as exported."""
+        q = (
+            "SELECT i.model, i.config, i.gen_key, r.annotator, r.rating, r.scale "
+            "FROM human_ratings r JOIN human_items i USING(item_id) ORDER BY i.model, i.config, i.gen_key, r.annotator"
+        )
+        return [(m, c, g, a, float(r), s) for m, c, g, a, r, s in self.db.execute(q)]
+
     def ratings_by_gen(self) -> dict[str, list[tuple[str, float, str]]]:
         """gen_key -> [(annotator, rating, scale)] over every imported rating."""
         out: dict[str, list[tuple[str, float, str]]] = {}
-        q = "SELECT i.gen_key, r.annotator, r.rating, r.scale FROM human_ratings r JOIN human_items i USING(item_id)"
-        for g, a, r, s in self.db.execute(q):
+        for _, _, g, a, r, s in self.human_ratings():
             out.setdefault(g, []).append((a, r, s))
         return out
 

@@ -25,6 +25,7 @@ def tiny_registry(tmp_path: Path) -> Path:
     text = re.sub(r"max_steps = \d+", "max_steps = 2", text)
     text = re.sub(r"batch_size = 4\n", "batch_size = 2\n", text)
     text = re.sub(r"max_new_tokens = \d+", "max_new_tokens = 6", text)
+    text = text.replace("include_defaults = true", "include_defaults = false")
     text = re.sub(r"\[sweep.vary\].*?\n\n", "[sweep.vary]\nnum_beams = [2]\ntemperature = [0.0, 1.0]\n\n", text, flags=re.S)
     path = tmp_path / "registry.toml"
     path.write_text(text)

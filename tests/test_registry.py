@@ -34,13 +34,12 @@ def test_shipped_registry_validates_with_the_real_plugins() -> None:
     plugins = build_plugins()
     assert not plugins.failures, plugins.failures
     exp = load_experiment(ROOT / "registry.toml", plugins)
-    assert [c.name for c in exp.configs] == fakes.STUDY_CONFIGS
-    assert len(exp.configs) == 12
-    # the study's defaults, varied one at a time; the defaults themselves are not a config
-    for config in exp.configs:
+    # the defaults first (the report's baseline), then the study's 12 configs, each varying one parameter
+    assert [c.name for c in exp.configs] == ["top_k_50_num_beams_1_temp_0.8", *fakes.STUDY_CONFIGS]
+    assert len(exp.configs) == 13
+    for config in exp.configs[1:]:
         changed = {k: v for k, v in config.params.items() if v != {**fakes.STUDY_DEFAULTS, "top_p": 1.0, "beam_sampling": False}[k]}
         assert len(changed) == 1, config
-    assert "top_k_50_num_beams_1_temp_0.8" not in [c.name for c in exp.configs]
     assert exp.decoder == "standard"
     assert exp.metrics == ["bleu", "rouge_l", "bertscore"]
     assert [m.name for m in exp.models] == ["smollm2-135m", "smollm2-135m-lora"]
@@ -55,7 +54,7 @@ def test_check_command_accepts_the_shipped_registry() -> None:
 
     result = CliRunner().invoke(harness.cli.main, ["check", str(ROOT / "registry.toml")])
     assert result.exit_code == 0, result.output
-    assert "12 decoding configs" in result.stdout
+    assert "13 decoding configs" in result.stdout
 
 
 def test_fake_registry_is_the_study_sweep(fake_plugins, fake_registry) -> None:

@@ -28,6 +28,22 @@ from typing import Any
 from harness.errors import MissingDependency, UserError
 
 
+def quiet_hf() -> None:
+    """Silence the libraries' own progress bars: the harness shows its own."""
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def cache_dir() -> Path:
     root = Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
     root.mkdir(parents=True, exist_ok=True)

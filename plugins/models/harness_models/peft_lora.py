@@ -51,6 +51,10 @@ class PeftLoraAdapter(ModelAdapter):
             tok.pad_token = tok.eos_token
         return tok
 
+    def base_path(self, spec: ModelSpec) -> str:
+        """A local checkpoint folder (``package:`` refs resolved, GGUF de-quantised and cached) or the hub name."""
+        return loading.resolve(spec.base_model, spec.base_dir)
+
     # -- training and loading
 
     def train(self, spec: ModelSpec, pairs: Sequence[TrainPair], out_dir: Path, progress: Progress) -> dict[str, Any]:
@@ -120,6 +124,7 @@ class PeftLoraAdapter(ModelAdapter):
 
     def _load_base(self, spec: ModelSpec, *, for_training: bool) -> tuple[Any, Any]:
         transformers = _import("transformers")
+        loading.quiet_hf()
         torch = _import("torch")
         path = loading.resolve(spec.base_model, spec.base_dir)
         if self.model_types:

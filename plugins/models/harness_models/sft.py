@@ -114,6 +114,9 @@ def train_sft(
         peft_config=peft_config,
         callbacks=[_Progress()],
     )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # progress goes through the harness's own bars, not printed dicts
     started = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - started
