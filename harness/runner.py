@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import data
-from .api import Example, ExampleScore, GenRequest, Metric, ModelSpec, NullProgress, Progress, ScoreInput, stable_hash
+from .api import Example, ExampleScore, GenRequest, Metric, ModelSpec, NullProgress, Progress, ScoreInput, non_default, stable_hash
 from .errors import UserError
 from .human import to_unit
 from .plugins import Plugins
@@ -150,7 +150,7 @@ class Runner:
                 "split": self.split_key,
                 "train_ids": [e.id for e in train],
                 "template": state.template_id,
-                "finetune": state.spec.finetune,
+                "finetune": non_default(state.spec.finetune),
             }
         )
 
@@ -207,7 +207,7 @@ class Runner:
             "model": state.model_key,
             "template": state.template_id,
             "example": example.id,
-            "decoding": config.decoding.effective(),
+            "decoding": {k: v for k, v in non_default(config.decoding).items() if k != "requested"},
             "engine": engine_identity,
         }
         if config.decoding.do_sample:
@@ -369,6 +369,8 @@ class Runner:
             for config in self.configs():
                 keys = self.cell_keys(state, config, eid) if state.ready and (spec.finetune is None or state.adapter_sha) else []
                 gen_error = failures.get(f"generate/{spec.name}/{config.name}") or failures.get(f"train/{spec.name}")
+                if not keys and gen_error is None:
+                    gen_error = "not fine-tuned yet for the current training input: run `harness run --all` (or `harness train`)"
                 for name in self.metric_names():
                     mkey = self.metric_key(name)
                     scores = self.store.scores(mkey, [k for _, k in keys]) if keys else {}

