@@ -55,6 +55,7 @@ __all__ = [
     "Reporter",
     "ReportRow",
     "stable_hash",
+    "non_default",
 ]
 
 
@@ -165,6 +166,10 @@ class FinetuneSpec:
     weight_decay: float = 0.0
     gradient_checkpointing: bool = False
     seed: int = 0
+    #: how examples become batches: "none" (padded batches in random order), "pack" (several
+    #: examples per row of up to max_seq_length tokens, no padding; batch_size then counts rows),
+    #: "group_by_length" (padded batches of examples of similar length)
+    packing: str = "none"
 
 
 @dataclass(frozen=True)
@@ -264,7 +269,7 @@ class Decoding:
         return self.strategy in ("sample", "beam_sample")
 
     def effective(self) -> dict[str, Any]:
-        """Everything that determines the output (``requested`` excluded): hashed into cache keys."""
+        """Everything that determines the output (``requested`` excluded), recorded with every generation."""
         d = asdict(self)
         d.pop("requested")
         d["unused"] = list(self.unused)
@@ -443,6 +448,23 @@ class Reporter(Plugin):
 
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
         raise NotImplementedError
+
+
+def non_default(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields that differ from their defaults: what cache keys hash.
+
+    A field added later with a neutral default then leaves every existing key unchanged,
+    so cached adapters and generations survive the upgrade.
+    """
+    from dataclasses import MISSING, fields
+
+    out = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else MISSING)
+        if default is MISSING or value != default:
+            out[f.name] = value
+    return out
 
 
 def stable_hash(obj: Any) -> str:

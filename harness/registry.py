@@ -30,6 +30,7 @@ from .errors import UserError, did_you_mean, unknown_name
 from .plugins import Plugins
 
 TEMPLATES = ("alpaca", "chat")
+PACKING = ("none", "pack", "group_by_length")
 SWEEP_MODES = ("one-at-a-time", "grid")
 
 
@@ -122,6 +123,12 @@ FINETUNE_KEYS = {
     "weight_decay": Option(float, default=0.0, minimum=0.0),
     "gradient_checkpointing": Option(bool, default=False),
     "seed": Option(int, default=0, minimum=0),
+    "packing": Option(
+        str,
+        default="none",
+        choices=PACKING,
+        help="none: padded batches; pack: several examples per row of max_seq_length tokens (batch_size counts rows); group_by_length: batches of similar lengths",
+    ),
 }
 SWEEP_KEYS = {
     "decoder": Option(str, default="standard", help="a decoder plugin"),

@@ -3,6 +3,19 @@
 Training data are prompt/completion pairs, so TRL computes the loss on the completion
 (the response) only and appends the tokenizer's EOS to it. The trained adapter is
 saved as ``adapter_model.safetensors`` + ``adapter_config.json``.
+
+``FinetuneSpec.packing`` picks how examples become batches:
+
+* ``"none"``: padded batches of ``batch_size`` examples in random order;
+* ``"pack"``: TRL's best-fit-decreasing packing, several examples per row of up to
+  ``max_seq_length`` tokens, padding-free (a batch is one flattened sequence whose
+  ``position_ids`` restart at every example). transformers builds a block-diagonal mask from
+  those ``position_ids`` for SDPA/eager attention, so examples never attend to each other
+  (TRL's warning that only FlashAttention supports this predates that). ``batch_size`` counts
+  rows, so an epoch has fewer steps: with ``max_steps = 0`` the Trainer counts the steps of
+  ``epochs`` over the packed rows;
+* ``"group_by_length"``: padded batches of examples of similar length (transformers'
+  ``LengthGroupedSampler``: random mega-batches of up to 50 batches, sorted by length).
 """
 
 from __future__ import annotations
@@ -59,16 +72,24 @@ def train_sft(
     except ImportError as exc:
         raise MissingDependency(exc.name or "trl", "default", purpose="fine-tuning") from None
 
+    packing = ft.packing
+    if packing not in PACKING_ARGS:
+        raise ValueError(f"unknown packing {packing!r}; allowed: {', '.join(PACKING_ARGS)}")
     steps_per_epoch = max(1, math.ceil(len(pairs) / (ft.batch_size * ft.grad_accum)))
     total = ft.max_steps if ft.max_steps > 0 else max(1, math.ceil(steps_per_epoch * ft.epochs))
+    # packed rows, not examples, make the steps of an epoch: let the Trainer count them
+    schedule = {"max_steps": -1, "num_train_epochs": ft.epochs} if packing == "pack" and ft.max_steps <= 0 else {"max_steps": total}
     dataset = Dataset.from_list([{"prompt": p.prompt, "completion": p.response} for p in pairs])
-    advance = progress.task("fine-tuning", total)
     history: list[dict[str, float]] = []
 
     class _Progress(TrainerCallback):
         def __init__(self) -> None:
             self.tokens = 0
             self.started = time.perf_counter()
+            self.advance = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.advance = progress.task("fine-tuning", state.max_steps)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
@@ -76,14 +97,15 @@ def train_sft(
 
         def on_step_end(self, args, state, control, **kwargs):
             fields = {"loss": history[-1]["loss"]} if history else {}
-            advance(1, **fields)
+            if self.advance is not None:
+                self.advance(1, **fields)
 
     config = SFTConfig(
         output_dir=str(out_dir / "_trainer"),
         per_device_train_batch_size=ft.batch_size,
         gradient_accumulation_steps=ft.grad_accum,
         learning_rate=ft.learning_rate,
-        max_steps=total,
+        **schedule,
         warmup_steps=ft.warmup_steps,
         weight_decay=ft.weight_decay,
         lr_scheduler_type="linear",
@@ -99,6 +121,7 @@ def train_sft(
         fp16=fp16,
         disable_tqdm=True,
         dataloader_num_workers=0,
+        **PACKING_ARGS[packing],
         **(extra_args or {}),
     )
     trainer_cls = trainer_cls or SFTTrainer
@@ -131,8 +154,18 @@ def train_sft(
         "loss_history": history,
         "seconds": round(seconds, 2),
         "examples": len(pairs),
+        "packing": packing,
         "tokens_seen": tokens,
     }
+
+
+#: SFTConfig arguments of each ``FinetuneSpec.packing`` value
+PACKING_ARGS: dict[str, dict[str, Any]] = {
+    "none": {},
+    # best-fit decreasing; TRL turns padding-free on with it (overflowing examples are truncated to max_length, as unpacked)
+    "pack": {"packing": True, "packing_strategy": "bfd"},
+    "group_by_length": {"train_sampling_strategy": "group_by_length"},
+}
 
 
 def plain_loss_trainer(base: type) -> type:
