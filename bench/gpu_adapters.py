@@ -46,7 +46,7 @@ ADAPTERS = {
 
 
 def build_tokenizer(out: Path, vocab: int = 4096):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     rng = random.Random(0)
@@ -54,6 +54,9 @@ def build_tokenizer(out: Path, vocab: int = 4096):
     corpus = [" ".join(rng.choice(words) for _ in range(30)) for _ in range(3000)]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # without it decode() joins the byte-level pieces with spaces ("Ġ" kept), and a decoded 128-token
+    # prompt re-encodes to 306-398 tokens: the generation numbers of 2026-11-27 ran at those lengths
+    tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<unk>", "<s>", "</s>"]))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>")
     fast.save_pretrained(out)
