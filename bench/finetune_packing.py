@@ -35,6 +35,7 @@ import argparse
 import importlib.metadata as md
 import json
 import math
+import os
 import random
 import shutil
 import statistics
@@ -143,9 +144,10 @@ def run_mode(mode: str, adapter, spec_for, pairs, n_steps: int, row_len: int, wo
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     log.steps = []
-    t0 = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
     summary = adapter.train(spec, pairs, out, NullProgress())
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     steps = log.steps
     hist = summary["loss_history"]
     real = sum(s["real"] for s in steps)
@@ -165,6 +167,10 @@ def run_mode(mode: str, adapter, spec_for, pairs, n_steps: int, row_len: int, wo
         "padding_pct": round(100 * (1 - real / processed), 1) if processed else None,
         "train_seconds": summary["seconds"],
         "call_seconds": round(wall, 1),
+        # CPU seconds of this process for the whole call (model load included): on a shared CPU less
+        # disturbed by other processes than wall time; meaningless on a GPU
+        "call_cpu_seconds": round(cpu, 1),
+        "load_avg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "useful_tok_s": round(real / summary["seconds"], 1),
         "useful_tok_s_after_step1": round(steady, 1) if steady else None,
         "first_loss": summary["first_loss"],
@@ -251,11 +257,16 @@ def main() -> None:
 
     print()
     print(f"{machine}; {n} examples (tokens: median {dist['median']}, p90 {dist['p90']}, max {dist['max']}), {n_steps} optimizer steps per mode")
-    print(f"{'mode':16s} {'steps':>5s} {'batch':>5s} {'row len':>7s} {'padding':>7s} {'useful tok/s':>12s} {'after step 1':>12s} {'train s':>7s} {'loss first':>10s} {'loss last':>9s}")
+    print(
+        f"{'mode':16s} {'steps':>5s} {'batch':>5s} {'row len':>7s} {'processed':>9s} {'padding':>7s} {'useful tok/s':>12s} {'after step 1':>12s} "
+        f"{'train s':>7s} {'cpu s':>6s} {'load':>9s} {'loss first':>10s} {'loss last':>9s}"
+    )
     for r in report["modes"]:
+        load = "/".join(f"{x:.1f}" for x in r["load_avg_1min_before_after"])
         print(
-            f"{r['mode']:16s} {r['steps']:5d} {r['batch']:5d} {r['row_length']:7d} {r['padding_pct']:6.1f}% {r['useful_tok_s']:12.1f} "
-            f"{r['useful_tok_s_after_step1'] or float('nan'):12.1f} {r['train_seconds']:7.1f} {r['first_loss']:10.4f} {r['mean_loss_last']:9.4f}"
+            f"{r['mode']:16s} {r['steps']:5d} {r['batch']:5d} {r['row_length']:7d} {r['processed_tokens']:9d} {r['padding_pct']:6.1f}% {r['useful_tok_s']:12.1f} "
+            f"{r['useful_tok_s_after_step1'] or float('nan'):12.1f} {r['train_seconds']:7.1f} {r['call_cpu_seconds']:6.0f} {load:>9s} "
+            f"{r['first_loss']:10.4f} {r['mean_loss_last']:9.4f}"
         )
     print(f"loss last = mean over the last {report['modes'][0]['last_steps_averaged']} steps; wrote {out_path}")
 

@@ -1,8 +1,9 @@
 """The transformers engine's speed options: ``cache = "static"`` and ``compile = true`` give the default engine's text.
 
 On a toy Llama (fast, and compiled under ``slow``) and on the real embedded SmolLM2-135M-Instruct (``slow``).
-Compiling SmolLM2 on a CPU works and gives the same text, but its first compile takes minutes on
-two cores, so that case runs only with ``HARNESS_TEST_COMPILE=1``; the toy model covers the compiled path.
+Compiling SmolLM2 on a CPU works and gives the same text, but its first compile took 5 minutes on
+two (shared) cores, so that case runs only with ``HARNESS_TEST_COMPILE=1``; the toy model covers the
+compiled path in the ``slow`` set.
 """
 
 from __future__ import annotations
