@@ -5,7 +5,8 @@ tokenizer, and the harness's own path: ``TransformersSession`` from the transfor
 constructed directly with the model and tokenizer. Greedy, batch 64, prompts of exactly 128
 tokens, exactly 128 new tokens. Variants:
 
-* ``raw generate``: ``model.generate`` on the same encoded batch (what the engine adds is the rest);
+* ``raw generate``: ``model.generate`` on the same encoded batch (what the engine adds is the rest),
+  measured before and again after the engine's eager run (the first variant also warms the GPU up);
 * ``engine eager``: the default engine (dynamic cache, no compile);
 * ``engine static``: ``cache = "static"`` without compile;
 * ``engine static+compile``: ``cache = "static"``, ``compile = true`` (and ``raw static+compile``);
@@ -26,12 +27,14 @@ bytes. ms/step = wall time of the call / 128 (prefill, tokenizing and decoding i
 measured on the engine's own outputs (``TransformersSession``'s ``generate`` hook records them).
 Random weights in bf16: different kernels (a static cache attends over masked slots, compiled
 kernels fuse) round differently and can flip a near-tie argmax, after which a row diverges — the
-report gives the share of identical rows and of matching tokens; exact equality is tested on CPU in
-float32 (tests/test_engine_speed.py).
+report gives the share of identical rows and of matching tokens, next to what the batch size alone
+does (the eager engine in batches of 32 vs one batch of 64); exact equality is tested on CPU in
+float32 (tests/test_engine_speed.py). Rows are compared by prompt, not by the session's sorted order.
 
     python bench/gpu_decode.py --out $OUT/gpu_decode.json
 
-Needs torch with CUDA, transformers (5.17), tokenizers; no trl/datasets. About 4-6 minutes on an H100.
+Needs torch with CUDA, transformers (5.17), tokenizers; no trl/datasets. About 5-6 minutes on an H100
+(``--smoke``: the same script on a CPU at a toy shape in seconds, to check it before spending GPU time).
 """
 
 from __future__ import annotations
@@ -117,16 +120,21 @@ def exact_prompts(tok, words, n: int, length: int, seed: int = 1) -> list[str]:
 
 
 class Recorder:
-    """The session's ``generate`` hook: calls ``model.generate`` and keeps its output and time."""
+    """The session's ``generate`` hook: calls ``model.generate``, keeps the outputs and times of the calls of one ``session.generate``."""
 
     def __init__(self, sync, fn):
-        self.sync, self.fn, self.out, self.seconds = sync, fn, None, 0.0
+        self.sync, self.fn = sync, fn
+        self.reset()
+
+    def reset(self) -> None:
+        self.outs, self.seconds = [], 0.0
 
     def __call__(self, **kwargs):
         t = time.perf_counter()
         out = self.fn(**kwargs)
         self.sync()
-        self.seconds, self.out = time.perf_counter() - t, out
+        self.seconds += time.perf_counter() - t
+        self.outs.append(out)
         return out
 
 
@@ -267,22 +275,33 @@ def main() -> None:
         print(json.dumps(r), flush=True)
         return r
 
-    def engine(name: str, decoding: Decoding, ps: list[str], *, cache: str = "dynamic", compile_: bool = False, warmup: int = 1, beams: int = 1):
+    def engine(name: str, decoding: Decoding, ps: list[str], *, cache: str = "dynamic", compile_: bool = False, warmup: int = 1, beams: int = 1,
+               batch: int | None = None, time_it: bool = True):
         rec = Recorder(sync, model.generate)
-        session = TransformersSession(model, tok, len(ps), rec, cache=cache, compile=compile_)
-        reqs = [GenRequest(f"{name}{i}", p, decoding, i) for i, p in enumerate(ps)]
+        session = TransformersSession(model, tok, batch or len(ps), rec, cache=cache, compile=compile_)
+        reqs = [GenRequest(f"{name}{i:04d}", p, decoding, i) for i, p in enumerate(ps)]
+        # the session sorts requests by (prompt length, key): row j of its outputs is prompt order[j]
+        order = sorted(range(len(ps)), key=lambda i: (len(tok(ps[i])["input_ids"]), reqs[i].key))
 
         def call():
+            rec.reset()
             made = sum(r.new_tokens for batch in session.generate(reqs, NullProgress()) for r in batch)
             return made, rec.seconds
 
         before = counters["stats"]["unique_graphs"]
-        r = timed(name, call, len(ps) * beams, len(ps), beams, warmup)
+        if time_it:
+            r = timed(name, call, len(ps) * beams, len(ps), beams, warmup)
+        else:
+            call()
+            r = {}
         if compile_:
             r["compiled_graphs"] = counters["stats"]["unique_graphs"] - before
             save()
         if beams == 1:
-            outputs[name] = rec.out
+            rows = torch.cat(rec.outs)  # every batch has the same prompt length here (exact-length prompts)
+            aligned = torch.empty_like(rows)
+            aligned[torch.tensor(order)] = rows
+            outputs[name] = aligned
         return r
 
     def raw(name: str, **kwargs):
@@ -302,6 +321,10 @@ def main() -> None:
     reset_peak()
     raw("raw generate (eager, dynamic cache)")
     engine("engine eager (dynamic cache)", greedy, prompts)
+    raw("raw generate (eager, dynamic cache), again")  # the first variant also warms the GPU up: measured twice
+    # what the batch size alone does to bf16 greedy tokens (the engine's identity leaves batch_size out too)
+    engine("engine eager, half batches", greedy, prompts, batch=B // 2, time_it=False)
+    report["agreement"][f"engine eager: batch {B} vs batches of {B // 2}"] = agreement(outputs["engine eager (dynamic cache)"], outputs["engine eager, half batches"], P)
     engine("engine static cache", greedy, prompts, cache="static")
     # sampling: the engine's SeededSampler draws every row on the CPU with its own seeded generator,
     # the rows on a thread pool; once more with the rows drawn one after another (as before), for comparison
@@ -312,7 +335,7 @@ def main() -> None:
     threaded_pool = engine_module._sampling_pool
     engine_module._sampling_pool = lambda: SerialMap()
     try:
-        engine("engine eager, sample top-k 50, serial rows", sample, prompts)
+        engine("engine eager, sample top-k 50, serial rows", sample, prompts, warmup=0)
     finally:
         engine_module._sampling_pool = threaded_pool
     report["agreement"]["sample: threaded vs serial rows"] = agreement(outputs["engine eager, sample top-k 50"], outputs["engine eager, sample top-k 50, serial rows"], P)
