@@ -35,6 +35,8 @@ from harness import hookimpl
 from harness.api import Decoding, Engine, GenRequest, GenResult, ModelAdapter, ModelSpec, Option, Progress
 from harness.errors import MissingDependency, UserError
 
+from .eos import unique_token_ids
+
 CACHES = ("dynamic", "static")
 
 
@@ -252,12 +254,9 @@ def _sampling_pool() -> Any:
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids: list[int] = []
-    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None), getattr(model.config, "eos_token_id", None)):
-        for v in value if isinstance(value, list) else [value]:
-            if isinstance(v, int) and v not in ids:
-                ids.append(v)
-    return ids
+    return unique_token_ids(
+        (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None), getattr(model.config, "eos_token_id", None))
+    )
 
 
 @hookimpl

@@ -57,6 +57,8 @@ from harness import hookimpl
 from harness.api import Decoding, Engine, GenRequest, GenResult, ModelAdapter, ModelSpec, Option, Progress
 from harness.errors import MissingDependency, UserError
 
+from .eos import unique_token_ids
+
 #: the ranks vLLM accepts for ``max_lora_rank``; an adapter's rank is rounded up to one of them
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 #: the distributions that provide the ``vllm`` module
@@ -395,7 +397,6 @@ def vllm_version() -> str:
 
 def _eos_ids(llm: Any, tokenizer: Any) -> list[int]:
     """The tokenizer's EOS, then the model config's and its generation config's (as the transformers engine stops)."""
-    ids: list[int] = []
     values: list[Any] = [getattr(tokenizer, "eos_token_id", None)]
     model_config = getattr(llm, "model_config", None)
     if model_config is not None:
@@ -404,11 +405,7 @@ def _eos_ids(llm: Any, tokenizer: Any) -> list[int]:
         except Exception:  # pragma: no cover - no generation_config.json
             pass
         values.append(getattr(getattr(model_config, "hf_config", None), "eos_token_id", None))
-    for value in values:
-        for v in value if isinstance(value, list) else [value]:
-            if isinstance(v, int) and v not in ids:
-                ids.append(v)
-    return ids
+    return unique_token_ids(values)
 
 
 @hookimpl
