@@ -10,9 +10,18 @@
   not — reproduces the same text.
 * Generation stops at EOS (the tokenizer's and the model's) or ``max_new_tokens``.
 
-Speed options (neither changes the text beyond float rounding — like ``batch_size``, they
+Speed options (none changes the text beyond float rounding — like ``batch_size``, they
 are not part of the engine's identity):
 
+* ``prompt_cache`` (MiB, default 1024; 0 turns it off): a sweep generates from the same prompts
+  once per decoding config, so the KV cache of each batch of prompts is computed once and kept
+  (least recently used first out, within the budget) for the next configs. Only the decoding
+  steps then run per config, and beam search no longer encodes each prompt once per beam (the
+  cache is repeated per beam instead). Prompts are ordered by length, then text, so every
+  config forms the same batches. On two CPU cores with SmolLM2-135M this halves a greedy
+  config and a beam-5 config (20 prompts of 37–77 tokens, 24 new tokens). Used with the
+  dynamic cache and the model's own ``generate`` (not an adapter's replacement, such as
+  unsloth's inference path);
 * ``cache = "static"`` preallocates the KV cache (transformers' ``cache_implementation="static"``)
   instead of growing it by a copy of the whole cache every step;
 * ``compile = true`` (needs the static cache) lets transformers ``torch.compile`` the decoding
@@ -22,12 +31,20 @@ are not part of the engine's identity):
   of the call rounded up to a bucket (32, 48, 64, 96, 128, 192, …) plus ``max_new_tokens`` and is
   shared by every batch of the call, so a sweep compiles once per batch shape and beam width,
   not once per prompt length.
+
+``batch_size`` left unset is 16 on a CPU; on a GPU it is sized to free memory (the KV cache,
+logits and activations a row needs at the config's beam width, prompt and new-token lengths),
+at most 256 prompts. Whatever the setting, a batch that runs out of GPU memory is halved and
+retried, and later batches stay within the rows that fitted.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import time
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +55,12 @@ from harness.errors import MissingDependency, UserError
 from .eos import unique_token_ids
 
 CACHES = ("dynamic", "static")
+#: prompts per batch on a CPU when batch_size is unset
+CPU_BATCH_SIZE = 16
+#: upper bound of an automatic batch size (prompts) on a GPU
+MAX_AUTO_BATCH = 256
+#: share of free GPU memory an automatic batch may plan to use
+GPU_MEMORY_SHARE = 0.7
 
 
 class TransformersEngine(Engine):
@@ -45,10 +68,14 @@ class TransformersEngine(Engine):
     version = "1"
     description = "Hugging Face transformers generate(), batched, seeded per example"
     options = {
-        "batch_size": Option(int, default=16, minimum=1, help="prompts per batch (beam search: prompts, not beams)"),
+        "batch_size": Option(
+            int, default=None, nullable=True, minimum=1,
+            help="prompts per batch (beam search: prompts, not beams); unset: 16 on a CPU, sized to free memory on a GPU",
+        ),
         "threads": Option(int, default=0, minimum=0, help="CPU threads for torch (0: torch's default)"),
         "cache": Option(str, default="dynamic", choices=CACHES, help="KV cache: dynamic (grows each step) or static (preallocated; needed by compile)"),
         "compile": Option(bool, default=False, help="torch.compile the decoding step (needs cache = 'static'; each new batch shape compiles once)"),
+        "prompt_cache": Option(int, default=1024, minimum=0, help="MiB of prompt KV caches kept for the next decoding configs (0: off; dynamic cache only)"),
     }
 
     def open(self, adapter: ModelAdapter, spec: ModelSpec, adapter_dir: Path | None) -> TransformersSession:
@@ -62,11 +89,25 @@ class TransformersEngine(Engine):
         if self.settings.get("threads"):
             torch.set_num_threads(int(self.settings["threads"]))
         loaded = adapter.load(spec, adapter_dir)
-        return TransformersSession(loaded.model, loaded.tokenizer, int(self.settings.get("batch_size", 16)), loaded.generate, cache=cache, compile=compile_)
+        batch_size = self.settings.get("batch_size")
+        return TransformersSession(
+            loaded.model, loaded.tokenizer, int(batch_size) if batch_size else None, loaded.generate,
+            cache=cache, compile=compile_, prompt_cache_mb=int(self.settings.get("prompt_cache", 1024)),
+        )
 
 
 class TransformersSession:
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int, generate: Any = None, *, cache: str = "dynamic", compile: bool = False):
+    """One loaded model serving every decoding config of a run.
+
+    ``batch_size`` None: 16 prompts on a CPU, sized to free memory on a GPU.
+    ``prompt_cache_mb`` > 0 keeps prompt KV caches across calls (see the module docstring);
+    it is ignored with the static cache or a replacement ``generate``.
+    """
+
+    def __init__(
+        self, model: Any, tokenizer: Any, batch_size: int | None = None, generate: Any = None, *,
+        cache: str = "dynamic", compile: bool = False, prompt_cache_mb: int = 0,
+    ):
         from transformers import GenerationConfig
 
         if cache not in CACHES or (compile and cache != "static"):
@@ -76,6 +117,8 @@ class TransformersSession:
         self.tok = tokenizer
         self.batch_size = batch_size
         self.cache = cache
+        self.prompt_cache = PromptCache(prompt_cache_mb * 2**20) if prompt_cache_mb and cache == "dynamic" and generate is None else None
+        self._row_cap: int | None = None  # rows (prompts x beams) known to fit after an out-of-memory
         self.compile_config = None
         if compile:
             from transformers import CompileConfig
@@ -91,9 +134,13 @@ class TransformersSession:
             bos_token_id=tokenizer.bos_token_id, eos_token_id=self.eos_ids, pad_token_id=tokenizer.pad_token_id
         )
         self.device = next(model.parameters()).device
+        self._position_ids = _accepts(model, "position_ids")
+        self._logits_to_keep = _accepts(model, "logits_to_keep")
 
     def close(self) -> None:
         self.model = None
+        if self.prompt_cache is not None:
+            self.prompt_cache.clear()
 
     def generate(self, requests: Sequence[GenRequest], progress: Progress) -> Iterator[list[GenResult]]:
         import torch
@@ -102,21 +149,62 @@ class TransformersSession:
             return
         # tokenized once: the lengths order the batches, the ids are padded per batch
         ids = dict(zip((r.key for r in requests), self.tok([r.prompt for r in requests], add_special_tokens=True)["input_ids"]))
-        ordered = sorted(requests, key=lambda r: (len(ids[r.key]), r.key))
+        # by length, then by prompt: every decoding config of the same prompts forms the same batches
+        ordered = sorted(requests, key=lambda r: (len(ids[r.key]), r.prompt, r.key))
         longest = len(ids[ordered[-1].key])
         advance = progress.task("generating", len(ordered))
         produced = 0
         started = time.perf_counter()
-        for start in range(0, len(ordered), self.batch_size):
-            batch = ordered[start : start + self.batch_size]
+        start = 0
+        while start < len(ordered):
+            size = self._batch_prompts(ordered[start].decoding, longest)
+            batch = ordered[start : start + size]
             t0 = time.perf_counter()
-            with torch.inference_mode():
-                results = self._generate_batch(batch, [ids[r.key] for r in batch], longest)
+            try:
+                with torch.inference_mode():
+                    results = self._generate_batch(batch, [ids[r.key] for r in batch], longest)
+            except torch.OutOfMemoryError:
+                self._shrink(len(batch) * _beams(batch[0].decoding))
+                continue
+            start += len(batch)
             seconds = (time.perf_counter() - t0) / len(batch)
             results = [GenResult(r.key, r.text, r.prompt_tokens, r.new_tokens, round(seconds, 4), r.finish_reason) for r in results]
             produced += sum(r.new_tokens for r in results)
             advance(len(batch), tok_s=round(produced / max(time.perf_counter() - started, 1e-9), 1))
             yield results
+
+    # ------------------------------------------------------------------ batch size
+
+    def _batch_prompts(self, decoding: Decoding, longest: int) -> int:
+        """Prompts in the next batch: the setting or the memory estimate, within the rows known to fit."""
+        size = self.batch_size or (self._auto_batch(decoding, longest) if self.device.type == "cuda" else CPU_BATCH_SIZE)
+        if self._row_cap is not None:
+            size = min(size, max(1, self._row_cap // _beams(decoding)))
+        return size
+
+    def _auto_batch(self, decoding: Decoding, longest: int) -> int:
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(self.device)
+        if self.prompt_cache is not None:  # what the prompt cache may still grow by
+            free -= self.prompt_cache.budget - self.prompt_cache.bytes
+        per_row = row_bytes(self.model.config, longest, decoding.max_new_tokens, _dtype_size(self.model))
+        return max(1, min(MAX_AUTO_BATCH, int(max(free, 0) * GPU_MEMORY_SHARE) // (per_row * _beams(decoding))))
+
+    def _shrink(self, rows: int) -> None:
+        """After an out-of-memory at ``rows`` rows: free what can be freed, fit at most half as many."""
+        import gc
+
+        import torch
+
+        if rows <= 1:
+            raise RuntimeError("out of GPU memory with a single prompt: use a shorter max_new_tokens, fewer beams or a smaller model")
+        if self.prompt_cache is not None:
+            self.prompt_cache.clear()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self._row_cap = rows // 2
 
     def _generate_batch(self, batch: Sequence[GenRequest], ids: Sequence[list[int]], longest: int) -> list[GenResult]:
         decodings = {r.decoding for r in batch}
@@ -131,6 +219,13 @@ class TransformersSession:
                 kwargs["compile_config"] = self.compile_config
             else:
                 kwargs["disable_compile"] = True  # on a GPU transformers would compile a static cache's decoding step by itself
+        if self.prompt_cache is not None and enc["input_ids"].shape[1] > 1:
+            past, kept = self.prompt_cache.get(tuple(tuple(i) for i in ids), lambda: self._prefill(enc))
+            if kept:
+                past = copy.deepcopy(past)  # generate extends the cache it is given: keep the original intact
+            if kwargs["num_beams"] > 1:
+                past.batch_repeat_interleave(kwargs["num_beams"])
+            kwargs["past_key_values"] = past
         if decoding.strategy == "sample":
             kwargs["logits_processor"] = [SeededSampler(decoding, [r.seed for r in batch], self.device)]
         elif decoding.strategy == "beam_sample":
@@ -156,6 +251,102 @@ class TransformersSession:
             text = self.tok.decode(new, skip_special_tokens=True).strip()
             results.append(GenResult(req.key, text, int(n_prompt), len(new), 0.0, finish))
         return results
+
+
+    def _prefill(self, enc: Any) -> Any:
+        """The KV cache of every prompt token but the last (generate feeds that one itself)."""
+        from transformers import DynamicCache
+
+        ids, mask = enc["input_ids"][:, :-1], enc["attention_mask"][:, :-1]
+        cache = DynamicCache(config=self.model.config)
+        kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "past_key_values": cache, "use_cache": True}
+        if self._position_ids:  # as generate numbers left-padded rows: from the first real token
+            position_ids = mask.long().cumsum(-1) - 1
+            kwargs["position_ids"] = position_ids.masked_fill_(mask == 0, 1)
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        self.model(**kwargs)
+        return cache
+
+
+class PromptCache:
+    """Prompt KV caches by the batch's token ids, least recently used evicted first, within ``budget`` bytes."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+
+    def get(self, key: Any, build: Callable[[], Any]) -> tuple[Any, bool]:
+        """The cache for ``key`` (built on a miss) and whether it is kept here (then copy before extending it)."""
+        if key in self._items:
+            self._items.move_to_end(key)
+            self.hits += 1
+            return self._items[key][0], True
+        self.misses += 1
+        value = build()
+        size = cache_bytes(value)
+        if size > self.budget:
+            return value, False
+        while self.bytes + size > self.budget:
+            _, (_, freed) = self._items.popitem(last=False)
+            self.bytes -= freed
+        self._items[key] = (value, size)
+        self.bytes += size
+        return value, True
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def cache_bytes(cache: Any) -> int:
+    """Bytes held by a transformers cache's key and value tensors."""
+    total = 0
+    for layer in getattr(cache, "layers", ()):
+        for name in ("keys", "values"):
+            tensor = getattr(layer, name, None)
+            if tensor is not None and hasattr(tensor, "nbytes"):
+                total += tensor.nbytes
+    return total
+
+
+def row_bytes(config: Any, prompt_tokens: int, new_tokens: int, dtype_size: int) -> int:
+    """Planned GPU bytes for one generated row (one beam): its KV cache, logits and prefill activations."""
+    text = getattr(config, "get_text_config", lambda: config)()
+    hidden = int(text.hidden_size)
+    layers = int(text.num_hidden_layers)
+    heads = int(getattr(text, "num_attention_heads", 1) or 1)
+    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
+    vocab = int(getattr(text, "vocab_size", 0) or 0)
+    tokens = prompt_tokens + new_tokens
+    kv = 2 * layers * kv_heads * head_dim * tokens * dtype_size
+    logits = 3 * vocab * 4  # float32 scores, their softmax, the processors' copy
+    prefill = prompt_tokens * (4 * hidden + 2 * int(getattr(text, "intermediate_size", 4 * hidden) or 4 * hidden)) * dtype_size
+    return kv + logits + prefill
+
+
+def _beams(decoding: Decoding) -> int:
+    return decoding.num_beams if decoding.strategy in ("beam", "beam_sample") else 1
+
+
+def _dtype_size(model: Any) -> int:
+    return next(model.parameters()).element_size()
+
+
+def _accepts(model: Any, name: str) -> bool:
+    """Whether the model's forward (a PEFT wrapper's base model's) names the argument ``name``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return name in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def bucket(n: int) -> int:
