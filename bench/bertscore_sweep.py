@@ -40,7 +40,7 @@ On the project's H100 machine (torch and transformers there; bert_score and matp
 contourpy cycler fonttools kiwisolver pyparsing`` fetches the wheels; then run there, carrying ``runs/bench-wheels``,
 ``runs/bench-models/roberta-shape-tokenizer`` and ``runs/bench-models/minilm-shape-src``:
 ``pip install --no-deps --no-index runs/bench-wheels/*.whl && python bench/bertscore_sweep.py --gpu ... --out
-$OUT/bertscore_sweep_gpu.json``, and render the fetched file here with ``--from-json``.
+$OUT/bertscore_sweep_gpu.json``, and render the fetched file(s) here with ``--from-json`` (several files are merged into one table).
     .venv/bin/python bench/bertscore_sweep.py --from-json bench/results/bertscore_sweep_gpu.json   # write its table
 """
 
@@ -406,7 +406,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.from_json:
         parts = [json.loads(Path(f).read_text()) for f in args.from_json]
-        r = {**parts[0], "benches": [b for p in parts for b in p["benches"]], "load": [parts[0]["load"][0], parts[-1]["load"][1]]}
+        repeats = sorted({p["repeats"] for p in parts})
+        r = {**parts[0], "benches": [b for p in parts for b in p["benches"]], "load": [parts[0]["load"][0], parts[-1]["load"][1]],
+             "repeats": repeats[0] if len(repeats) == 1 else " or ".join(
+                 f"{p['repeats']} ({', '.join(sorted({b['model'] for b in p['benches']}))})" for p in parts)}
         print(render(r))
         if not args.no_write:
             write_section(r)

@@ -12,7 +12,9 @@ tokens, exactly 128 new tokens. Variants:
 * ``engine static+compile``: ``cache = "static"``, ``compile = true`` (and ``raw static+compile``);
 * ``engine eager, sample top-k 50``: a sampling config (per-row seeded draws on the CPU, rows on
   threads), and the same with the rows drawn one after another (the engine before the thread pool);
-* beam search, 2 / 5 / 10 beams, eager, ``--beam-batch`` prompts (10 beams x 64 prompts does not fit).
+* beam search, 2 / 5 / 10 beams, eager, ``--beam-batch`` prompts (10 beams x 64 prompts does not fit);
+* ``batch_size`` unset (the engine sizes batches to free memory): greedy over 4 x ``--batch`` prompts and
+  beam 10 over 2 x ``--batch`` prompts, with the batch sizes it chose and the peak memory.
 
 Exactly 128 new tokens: the EOS row of ``lm_head`` is zeroed, so EOS's logit is exactly 0 while
 the largest of the other 31,999 random logits is several standard deviations above 0; argmax (and
@@ -168,6 +170,7 @@ def main() -> None:
     ap.add_argument("--beams", type=int, nargs="*", default=[2, 5, 10])
     ap.add_argument("--beam-batch", type=int, default=32, help="prompts per beam-search batch (rows = prompts x beams)")
     ap.add_argument("--skip-compile", action="store_true")
+    ap.add_argument("--only-auto", action="store_true", help="only the batch_size-unset variants (after the bandwidth and roofline)")
     ap.add_argument("--smoke", action="store_true", help="CPU, toy shape, tiny sizes: checks the script, measures nothing")
     args = ap.parse_args()
     if args.smoke:
@@ -280,8 +283,8 @@ def main() -> None:
         rec = Recorder(sync, model.generate)
         session = TransformersSession(model, tok, batch or len(ps), rec, cache=cache, compile=compile_)
         reqs = [GenRequest(f"{name}{i:04d}", p, decoding, i) for i, p in enumerate(ps)]
-        # the session sorts requests by (prompt length, key): row j of its outputs is prompt order[j]
-        order = sorted(range(len(ps)), key=lambda i: (len(tok(ps[i])["input_ids"]), reqs[i].key))
+        # the session sorts requests by (prompt length, prompt, key): row j of its outputs is prompt order[j]
+        order = sorted(range(len(ps)), key=lambda i: (len(tok(ps[i])["input_ids"]), ps[i], reqs[i].key))
 
         def call():
             rec.reset()
@@ -318,43 +321,80 @@ def main() -> None:
         outputs[name] = holder["out"]
         return r
 
-    reset_peak()
-    raw("raw generate (eager, dynamic cache)")
-    engine("engine eager (dynamic cache)", greedy, prompts)
-    raw("raw generate (eager, dynamic cache), again")  # the first variant also warms the GPU up: measured twice
-    # what the batch size alone does to bf16 greedy tokens (the engine's identity leaves batch_size out too)
-    engine("engine eager, half batches", greedy, prompts, batch=B // 2, time_it=False)
-    report["agreement"][f"engine eager: batch {B} vs batches of {B // 2}"] = agreement(outputs["engine eager (dynamic cache)"], outputs["engine eager, half batches"], P)
-    engine("engine static cache", greedy, prompts, cache="static")
-    # sampling: the engine's SeededSampler draws every row on the CPU with its own seeded generator,
-    # the rows on a thread pool; once more with the rows drawn one after another (as before), for comparison
-    import harness_engines.transformers_engine as engine_module
+    def fixed_batch_variants() -> None:
+        reset_peak()
+        raw("raw generate (eager, dynamic cache)")
+        engine("engine eager (dynamic cache)", greedy, prompts)
+        raw("raw generate (eager, dynamic cache), again")  # the first variant also warms the GPU up: measured twice
+        # what the batch size alone does to bf16 greedy tokens (the engine's identity leaves batch_size out too)
+        engine("engine eager, half batches", greedy, prompts, batch=B // 2, time_it=False)
+        report["agreement"][f"engine eager: batch {B} vs batches of {B // 2}"] = agreement(outputs["engine eager (dynamic cache)"], outputs["engine eager, half batches"], P)
+        engine("engine static cache", greedy, prompts, cache="static")
+        # sampling: the engine's SeededSampler draws every row on the CPU with its own seeded generator,
+        # the rows on a thread pool; once more with the rows drawn one after another (as before), for comparison
+        import harness_engines.transformers_engine as engine_module
 
-    sample = Decoding("sample", N, temperature=0.8, top_k=50)
-    engine("engine eager, sample top-k 50", sample, prompts)
-    threaded_pool = engine_module._sampling_pool
-    engine_module._sampling_pool = lambda: SerialMap()
-    try:
-        engine("engine eager, sample top-k 50, serial rows", sample, prompts, warmup=0)
-    finally:
-        engine_module._sampling_pool = threaded_pool
-    report["agreement"]["sample: threaded vs serial rows"] = agreement(outputs["engine eager, sample top-k 50"], outputs["engine eager, sample top-k 50, serial rows"], P)
-    report["agreement"]["raw vs engine eager"] = agreement(outputs["raw generate (eager, dynamic cache)"], outputs["engine eager (dynamic cache)"], P)
-    report["agreement"]["engine eager vs static"] = agreement(outputs["engine eager (dynamic cache)"], outputs["engine static cache"], P)
-    save()
-
-    for beams in args.beams:
-        decoding = Decoding("beam", N, num_beams=beams)
+        sample = Decoding("sample", N, temperature=0.8, top_k=50)
+        engine("engine eager, sample top-k 50", sample, prompts)
+        threaded_pool = engine_module._sampling_pool
+        engine_module._sampling_pool = lambda: SerialMap()
         try:
-            engine(f"engine eager, beam {beams}", decoding, prompts[: args.beam_batch], beams=beams)
-        except torch.OutOfMemoryError as exc:
-            report["variants"].append({"variant": f"engine eager, beam {beams}", "error": f"OOM: {exc}"[:300]})
-            save()
+            engine("engine eager, sample top-k 50, serial rows", sample, prompts, warmup=0)
+        finally:
+            engine_module._sampling_pool = threaded_pool
+        report["agreement"]["sample: threaded vs serial rows"] = agreement(outputs["engine eager, sample top-k 50"], outputs["engine eager, sample top-k 50, serial rows"], P)
+        report["agreement"]["raw vs engine eager"] = agreement(outputs["raw generate (eager, dynamic cache)"], outputs["engine eager (dynamic cache)"], P)
+        report["agreement"]["engine eager vs static"] = agreement(outputs["engine eager (dynamic cache)"], outputs["engine static cache"], P)
+        save()
+
+        for beams in args.beams:
+            decoding = Decoding("beam", N, num_beams=beams)
+            try:
+                engine(f"engine eager, beam {beams}", decoding, prompts[: args.beam_batch], beams=beams)
+            except torch.OutOfMemoryError as exc:
+                report["variants"].append({"variant": f"engine eager, beam {beams}", "error": f"OOM: {exc}"[:300]})
+                save()
+            gc.collect()
+            if device == "cuda":
+                torch.cuda.empty_cache()
+
+    if not args.only_auto:
+        fixed_batch_variants()
+
+    # batch_size unset: the engine sizes each batch to free memory (at most 256 prompts), halving on out-of-memory
+    def auto(name: str, decoding: Decoding, ps: list[str], beams: int, runs: int) -> None:
+        rec = Recorder(sync, model.generate)
+        session = TransformersSession(model, tok, None, rec)
+        reqs = [GenRequest(f"{name}{i:04d}", p, decoding, i) for i, p in enumerate(ps)]
+        saved, args.runs = args.runs, runs
+
+        def call():
+            rec.reset()
+            made = sum(r.new_tokens for batch in session.generate(reqs, NullProgress()) for r in batch)
+            return made, rec.seconds
+
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
+        reset_peak()
+        free = torch.cuda.mem_get_info()[0] if device == "cuda" else None
+        try:
+            timed(name, call, len(ps) * beams, len(ps), beams, warmup=0,
+                  extra={"batches": [int(o.shape[0]) for o in rec.outs], "free_gib_before": round(free / 2**30, 1) if free else None})
+        except torch.OutOfMemoryError as exc:
+            report["variants"].append({"variant": name, "error": f"OOM: {exc}"[:300]})
+            save()
+        finally:
+            args.runs = saved
+        report["variants"][-1]["batches"] = [int(o.shape[0]) for o in rec.outs]
+        report["variants"][-1]["row_cap_after_oom"] = session._row_cap
+        save()
 
-    if not args.skip_compile:
+    many = exact_prompts(tok, words, 4 * B, P, seed=2)
+    auto("engine eager, batch_size unset, greedy", greedy, many, 1, args.runs)
+    auto("engine eager, batch_size unset, beam 10", Decoding("beam", N, num_beams=10), many[: 2 * B], 10, 1)
+
+    if not args.skip_compile and not args.only_auto:
         reset_peak()
         for name, run in (
             ("engine static+compile", lambda: engine("engine static+compile", greedy, prompts, cache="static", compile_=True, warmup=2)),

@@ -117,8 +117,11 @@ def _table(name: str, values: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def bench_registry(src: Path, out_dir: Path, test_size: int | None, batch_size: int | None, threads: int) -> str:
-    """The default registry reduced to its base model and the study's 12 configs (no defaults config)."""
+def bench_registry(src: Path, out_dir: Path, test_size: int | None, batch_size: int | None, threads: int, engine_settings: dict[str, Any] | None = None) -> str:
+    """The default registry reduced to its base model and the study's 12 configs (no defaults config).
+
+    ``engine_settings`` replaces the registry's ``[engine]`` table (then batch_size and threads are not added).
+    """
     raw = tomllib.loads(src.read_text())
     base = next(m for m in raw["models"] if not m.get("finetune")) if any(not m.get("finetune") for m in raw["models"]) else raw["models"][0]
     model = {"name": base["name"], "adapter": base["adapter"], "base_model": base["base_model"], "template": base.get("template", "alpaca"), "finetune": False}
@@ -126,10 +129,13 @@ def bench_registry(src: Path, out_dir: Path, test_size: int | None, batch_size: 
     dataset = dict(raw["dataset"])
     if test_size:
         dataset["test_size"] = test_size
-    engine = dict(raw.get("engine", {"name": "transformers"}))
-    if batch_size:
-        engine["batch_size"] = batch_size
-    engine["threads"] = threads
+    if engine_settings is not None:
+        engine = dict(engine_settings)
+    else:
+        engine = dict(raw.get("engine", {"name": "transformers"}))
+        if batch_size:
+            engine["batch_size"] = batch_size
+        engine["threads"] = threads
     sweep = {k: v for k, v in raw["sweep"].items() if not isinstance(v, dict)} | {"include_defaults": False}
     parts = [
         _table("experiment", experiment),
@@ -224,12 +230,12 @@ def run_lm_eval(lm_eval: Path, model_dir: str, task_dir: Path, out: Path, batch_
 # ---------------------------------------------------------------------------- harness
 
 
-def run_harness(registry: Path, out_dir: Path, configs: list[str] | None) -> dict[str, Any]:
+def run_harness(registry: Path, out_dir: Path, configs: list[str] | None, env: dict[str, str] | None = None) -> dict[str, Any]:
     harness = Path(sys.executable).parent / "harness"
     select = [arg for name in configs or [] for arg in ("--config", name)]
     before = load()
     t0 = time.perf_counter()
-    proc = subprocess.run([str(harness), "generate", "-r", str(registry), *select], capture_output=True, text=True, env={**os.environ, **OFFLINE})
+    proc = subprocess.run([str(harness), "generate", "-r", str(registry), *select], capture_output=True, text=True, env={**os.environ, **OFFLINE, **(env or {})})
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"harness generate failed ({proc.returncode}):\n{proc.stderr[-4000:]}")

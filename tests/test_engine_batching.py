@@ -179,9 +179,16 @@ def test_the_gpu_batch_is_sized_to_free_memory(toy, monkeypatch):
     model, tok, _ = toy
     session = TransformersSession(model, tok, None)
     per_row = row_bytes(model.config, 100, GREEDY.max_new_tokens, 4)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(per_row * 10 / 0.7) + 1, 2**40))
     assert session._auto_batch(GREEDY, 100) == 10
     assert session._auto_batch(BEAM, 100) == 3  # 10 rows, 3 beams each
+    # memory torch reserved for earlier, freed batches counts as free
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(per_row * 4 / 0.7) + 1, 2**40))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: int(per_row * 6 / 0.7) + 1)
+    assert session._auto_batch(GREEDY, 100) == 10
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**50, 2**50))
     assert session._auto_batch(GREEDY, 100) == MAX_AUTO_BATCH
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (0, 2**40))

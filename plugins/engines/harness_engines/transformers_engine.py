@@ -186,6 +186,8 @@ class TransformersSession:
         import torch
 
         free, _ = torch.cuda.mem_get_info(self.device)
+        # memory torch's allocator holds for tensors already freed (earlier batches) is free for this one too
+        free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
         if self.prompt_cache is not None:  # what the prompt cache may still grow by
             free -= self.prompt_cache.budget - self.prompt_cache.bytes
         per_row = row_bytes(self.model.config, longest, decoding.max_new_tokens, _dtype_size(self.model))
