@@ -160,6 +160,11 @@ def test_out_of_memory_with_one_prompt_is_a_clear_error(toy):
     _oom_above(session, max_rows=0)
     with pytest.raises(RuntimeError, match="single prompt"):
         _run(session, GREEDY, prompts)
+    # fewer rows fit than one prompt's beams: an error, not a retry loop
+    session = TransformersSession(model, tok, 4)
+    _oom_above(session, max_rows=2)
+    with pytest.raises(RuntimeError, match=r"single prompt \(3 beam"):
+        _run(session, BEAM, prompts)
 
 
 def test_an_unset_batch_size_is_16_on_a_cpu(toy):

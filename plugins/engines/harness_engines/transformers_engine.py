@@ -160,11 +160,14 @@ class TransformersSession:
             size = self._batch_prompts(ordered[start].decoding, longest)
             batch = ordered[start : start + size]
             t0 = time.perf_counter()
+            out_of_memory = False
             try:
                 with torch.inference_mode():
                     results = self._generate_batch(batch, [ids[r.key] for r in batch], longest)
             except torch.OutOfMemoryError:
-                self._shrink(len(batch) * _beams(batch[0].decoding))
+                out_of_memory = True
+            if out_of_memory:  # outside the except block: its traceback no longer holds the batch's tensors
+                self._shrink(len(batch), _beams(batch[0].decoding))
                 continue
             start += len(batch)
             seconds = (time.perf_counter() - t0) / len(batch)
@@ -193,14 +196,17 @@ class TransformersSession:
         per_row = row_bytes(self.model.config, longest, decoding.max_new_tokens, _dtype_size(self.model))
         return max(1, min(MAX_AUTO_BATCH, int(max(free, 0) * GPU_MEMORY_SHARE) // (per_row * _beams(decoding))))
 
-    def _shrink(self, rows: int) -> None:
-        """After an out-of-memory at ``rows`` rows: free what can be freed, fit at most half as many."""
+    def _shrink(self, prompts: int, beams: int) -> None:
+        """After an out-of-memory with ``prompts`` x ``beams`` rows: free what can be freed, fit at most half as many."""
         import gc
 
         import torch
 
-        if rows <= 1:
-            raise RuntimeError("out of GPU memory with a single prompt: use a shorter max_new_tokens, fewer beams or a smaller model")
+        if prompts <= 1:
+            raise RuntimeError(
+                f"out of GPU memory with a single prompt ({beams} beam(s)): use a shorter max_new_tokens, fewer beams or a smaller model"
+            )
+        rows = prompts * beams
         if self.prompt_cache is not None:
             self.prompt_cache.clear()
         gc.collect()
