@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import sqlite3
 import subprocess
@@ -20,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BEGIN, END = "<!-- bench:default-run:begin -->", "<!-- bench:default-run:end -->"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, machine, write_section  # noqa: E402
 
 
 def run(registry: Path) -> tuple[float, dict]:
@@ -37,17 +35,9 @@ def run(registry: Path) -> tuple[float, dict]:
     return wall, meta
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}"
+def machine_line() -> str:
+    m = machine()
+    return f"{m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, Python {m['python']}"
 
 
 def main() -> None:
@@ -69,7 +59,7 @@ def main() -> None:
     ratio = warm_wall / cold_wall
     versions = cold.get("versions", {})
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d')} on {machine()}; torch {versions.get('torch')}, transformers {versions.get('transformers')}, "
+        f"Measured {time.strftime('%Y-%m-%d')} on {machine_line()}; torch {versions.get('torch')}, transformers {versions.get('transformers')}, "
         f"peft {versions.get('peft')}, trl {versions.get('trl')}. One run each (cold = fresh experiment folder, converted model "
         "already cached under ~/.cache/harness; warm = the same command again, nothing changed).",
         "",
@@ -85,14 +75,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
-        path = ROOT / "BENCHMARKS.md"
-        text = path.read_text() if path.exists() else "# Benchmarks\n"
-        block = f"{BEGIN}\n{table}\n{END}"
-        if BEGIN in text:
-            text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-        else:
-            text += f"\n## Default run (`harness run --all`, CPU)\n\n{block}\n"
-        path.write_text(text)
+        write_section("default-run", table, "## Default run (`harness run --all`, CPU)\n\n")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -36,10 +35,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vs_lm_eval import bench_registry, load, machine, run_harness, versions  # noqa: E402
+from common import ROOT, load, machine, versions, write_section as _write_section  # noqa: E402
+from vs_lm_eval import bench_registry, run_harness  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-BEGIN, END = "<!-- bench:vllm-vs-hf:begin -->", "<!-- bench:vllm-vs-hf:end -->"
 RESULTS = ROOT / "bench" / "results" / "vllm_vs_hf.json"
 
 
@@ -181,19 +179,14 @@ def render(r: dict[str, Any]) -> str:
 
 
 def write_section(table: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text()
-    block = f"{BEGIN}\n{table}\n{END}"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text += (
-            "\n## The vLLM engine vs the transformers engine (CPU; issue 5, item 2)\n\n"
-            "Script: `bench/vllm_vs_hf.py`, run with `.venv-vllm/bin/python`. One `harness generate` of the same\n"
-            "sweep per engine, in the same environment, each in a fresh output folder; only `[engine]` differs.\n"
-            f"Raw numbers: `bench/results/vllm_vs_hf.json`.\n\n{block}\n"
-        )
-    path.write_text(text)
+    _write_section(
+        "vllm-vs-hf",
+        table,
+        "## The vLLM engine vs the transformers engine (CPU; issue 5, item 2)\n\n"
+        "Script: `bench/vllm_vs_hf.py`, run with `.venv-vllm/bin/python`. One `harness generate` of the same\n"
+        "sweep per engine, in the same environment, each in a fresh output folder; only `[engine]` differs.\n"
+        "Raw numbers: `bench/results/vllm_vs_hf.json`.\n\n",
+    )
 
 
 if __name__ == "__main__":

