@@ -233,13 +233,14 @@ def main() -> None:
     ap.add_argument("--configs", default=None, help="comma-separated config names (default: all 12)")
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     ap.add_argument("--no-plain", action="store_true", help="skip the harness run without the prompt cache")
+    ap.add_argument("--suffix", default="", help="results in bench/results/vs_lm_eval<suffix>.json and the BENCHMARKS.md block vs-lm-eval<suffix>")
     ap.add_argument("--from-json", default=None, help="only render this results file (and write it into BENCHMARKS.md)")
     args = ap.parse_args()
     if args.from_json:
         table = render(json.loads(Path(args.from_json).read_text()))
         print(table)
         if not args.no_write:
-            write_section(table)
+            write_section(table, args.suffix)
         return
 
     from harness import data
@@ -365,11 +366,11 @@ def main() -> None:
         }  # fmt: skip
         results_dir = ROOT / "bench" / "results"
         results_dir.mkdir(parents=True, exist_ok=True)
-        (results_dir / "vs_lm_eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        (results_dir / f"vs_lm_eval{args.suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
         table = render(result)
         print(table)
         if not args.no_write:
-            write_section(table)
+            write_section(table, args.suffix)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -430,9 +431,9 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_section(table: str) -> None:
+def write_section(table: str, suffix: str = "") -> None:
     _write_section(
-        MARKER,
+        MARKER + suffix,
         table,
         "## A decoding sweep: harness vs lm-evaluation-harness (CPU)\n\n"
         "Script: `bench/vs_lm_eval.py`. The same model, test examples, prompts, 12 configs, batch size and\n"
