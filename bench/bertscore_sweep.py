@@ -53,7 +53,6 @@ import json
 import os
 import platform
 import random
-import re
 import statistics
 import sys
 import time
@@ -369,24 +368,20 @@ def render(r: dict[str, Any]) -> str:
 
 
 def write_section(r: dict[str, Any]) -> None:
+    from common import write_section as write_marked
+
     tag = "bertscore-sweep-gpu" if r["device"].startswith("cuda") else "bertscore-sweep-cpu"
-    begin, end = f"<!-- bench:{tag}:begin -->", f"<!-- bench:{tag}:end -->"
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{begin}\n{render(r)}\n{end}"
-    if begin in text:
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    else:
-        heading = "GPU" if "gpu" in tag else "CPU"
-        text += (
-            f"\n## BERTScore over a sweep: the plugin vs `bert_score.score` per config ({heading})\n\n"
-            "Script: `bench/bertscore_sweep.py`: 12 configs' synthetic candidates (deterministic perturbations of the\n"
-            "references) scored by one `bertscore` plugin instance called as the runner calls it (one `score()` per\n"
-            "cell, one scorer for the whole sweep) against `bert_score.score(cands, refs, model_type=..., num_layers=...)`\n"
-            "once per config (its default path: model reloaded each call, batch 64, fp32). Every input's F1 is compared.\n"
-            f"Raw numbers: `bench/results/{'bertscore_sweep_gpu' if 'gpu' in tag else 'bertscore_sweep'}.json`.\n\n{block}\n"
-        )
-    path.write_text(text)
+    heading = "GPU" if "gpu" in tag else "CPU"
+    write_marked(
+        tag,
+        render(r),
+        f"## BERTScore over a sweep: the plugin vs `bert_score.score` per config ({heading})\n\n"
+        "Script: `bench/bertscore_sweep.py`: 12 configs' synthetic candidates (deterministic perturbations of the\n"
+        "references) scored by one `bertscore` plugin instance called as the runner calls it (one `score()` per\n"
+        "cell, one scorer for the whole sweep) against `bert_score.score(cands, refs, model_type=..., num_layers=...)`\n"
+        "once per config (its default path: model reloaded each call, batch 64, fp32). Every input's F1 is compared.\n"
+        f"Raw numbers: `bench/results/{'bertscore_sweep_gpu' if 'gpu' in tag else 'bertscore_sweep'}.json`.\n\n",
+    )
 
 
 def main() -> None:
