@@ -171,6 +171,7 @@ def main() -> None:
     ap.add_argument("--beam-batch", type=int, default=32, help="prompts per beam-search batch (rows = prompts x beams)")
     ap.add_argument("--skip-compile", action="store_true")
     ap.add_argument("--only-auto", action="store_true", help="only the batch_size-unset variants (after the bandwidth and roofline)")
+    ap.add_argument("--only-compile", action="store_true", help="only the eager engine and the static+compile variants (after the bandwidth and roofline)")
     ap.add_argument("--smoke", action="store_true", help="CPU, toy shape, tiny sizes: checks the script, measures nothing")
     args = ap.parse_args()
     if args.smoke:
@@ -358,7 +359,10 @@ def main() -> None:
             if device == "cuda":
                 torch.cuda.empty_cache()
 
-    if not args.only_auto:
+    if args.only_compile:
+        reset_peak()
+        engine("engine eager (dynamic cache)", greedy, prompts)
+    elif not args.only_auto:
         fixed_batch_variants()
 
     # batch_size unset: the engine sizes each batch to free memory (at most 256 prompts), halving on out-of-memory
@@ -390,9 +394,10 @@ def main() -> None:
         report["variants"][-1]["row_cap_after_oom"] = session._row_cap
         save()
 
-    many = exact_prompts(tok, words, 4 * B, P, seed=2)
-    auto("engine eager, batch_size unset, greedy", greedy, many, 1, args.runs)
-    auto("engine eager, batch_size unset, beam 10", Decoding("beam", N, num_beams=10), many[: 2 * B], 10, 1)
+    if not args.only_compile:
+        many = exact_prompts(tok, words, 4 * B, P, seed=2)
+        auto("engine eager, batch_size unset, greedy", greedy, many, 1, args.runs)
+        auto("engine eager, batch_size unset, beam 10", Decoding("beam", N, num_beams=10), many[: 2 * B], 10, 1)
 
     if not args.skip_compile and not args.only_auto:
         reset_peak()
