@@ -11,7 +11,7 @@
 # operators do not load beside CPU torch and unsloth's import check then refuses to start.
 # Nothing the text adapters do needs torchvision, so it is uninstalled after the install.
 #
-# Idempotent: a stamp file records the hash of the requirement set (this script,
+# Idempotent (scripts/lib/venv.sh): a stamp file records the hash of the requirement set (this script, the library,
 # pyproject.toml, the Python version); when it matches, the script exits at once. When
 # it differs, the same venv is updated in place (pip only installs what changed).
 #
@@ -41,38 +41,12 @@ REQUIREMENTS=(
   "pytest>=8"
 )
 
-want="$(
-  {
-    printf '%s\n' "${REQUIREMENTS[@]}"
-    cat "$ROOT/pyproject.toml" "${BASH_SOURCE[0]}"
-    "$PYTHON" -c 'import sys; print(sys.version)'
-  } | sha256sum | cut -d' ' -f1
-)"
-
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -x "$VENV/bin/python" ]]; then
-  echo "study-env: $VENV is up to date"
-  exit 0
-fi
-
-started=$SECONDS
-if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
-  echo "study-env: creating $VENV"
-  rm -rf "$VENV"
-  "$PYTHON" -m venv "$VENV"
-fi
-rm -f "$STAMP"
-
-pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
-"${pip[@]}" install --quiet --upgrade pip
-echo "study-env: installing ${REQUIREMENTS[*]} and the project (editable)"
-log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
-if ! "${pip[@]}" install --quiet "${REQUIREMENTS[@]}" -e "$ROOT[unsloth,qlora,test]" >"$log" 2>&1; then
-  grep -v "is ignored: it is neither a file nor a directory" "$log" >&2 || true
-  echo "study-env: pip install failed" >&2
-  exit 1
-fi
-grep -v "is ignored: it is neither a file nor a directory" "$log" || true
+NAME=study-env
+# shellcheck source=lib/venv.sh
+source "$ROOT/scripts/lib/venv.sh"
+venv_skip_if_current "${BASH_SOURCE[0]}"
+venv_install "unsloth,qlora,test"
+pip=("${PIP[@]}")
 
 case "$TORCH" in
   *+cpu*)
@@ -91,5 +65,4 @@ assert not missing, f"entry points missing: {missing}"
 print("study-env: unsloth", md.version("unsloth"), "| torch", md.version("torch"), "| transformers", md.version("transformers"))
 EOF
 
-echo "$want" > "$STAMP"
-echo "study-env: built in $((SECONDS - started)) s; $(du -sh "$VENV" | cut -f1) in $VENV"
+venv_done

