@@ -43,13 +43,7 @@ class PeftLoraAdapter(ModelAdapter):
         return {"adapter": self.name, "base": fp, "load_in_4bit": spec.options.get("load_in_4bit", False)}
 
     def tokenizer(self, spec: ModelSpec) -> Any:
-        transformers = _import("transformers")
-        path = loading.resolve(spec.base_model, spec.base_dir)
-        with _hub_errors(spec):
-            tok = transformers.AutoTokenizer.from_pretrained(path, **self._hub_kwargs(spec))
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        return tok
+        return load_tokenizer(spec, self._hub_kwargs(spec))
 
     def base_path(self, spec: ModelSpec) -> str:
         """A local checkpoint folder (``package:`` refs resolved, GGUF de-quantised and cached) or the hub name."""
@@ -205,6 +199,17 @@ def _chain(exc: BaseException) -> list[BaseException]:
         seen.append(current)
         current = current.__cause__ or current.__context__
     return seen
+
+
+def load_tokenizer(spec: ModelSpec, hub_kwargs: dict[str, Any]) -> Any:
+    """The base model's tokenizer (``package:``/GGUF references resolved), with a pad token (EOS if it has none)."""
+    transformers = _import("transformers")
+    path = loading.resolve(spec.base_model, spec.base_dir)
+    with _hub_errors(spec):
+        tok = transformers.AutoTokenizer.from_pretrained(path, **hub_kwargs)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 class _hub_errors:

@@ -25,7 +25,7 @@ from harness.api import LoadedModel, ModelAdapter, ModelSpec, Option, Progress, 
 from harness.errors import MissingDependency, UserError
 
 from . import loading, sft
-from .peft_lora import DEFAULT_TARGETS, _hub_errors, check_bitsandbytes, check_model_type
+from .peft_lora import DEFAULT_TARGETS, _hub_errors, check_bitsandbytes, check_model_type, load_tokenizer
 
 #: what ``gradient_checkpointing`` maps to in ``get_peft_model(use_gradient_checkpointing=...)``
 _CHECKPOINTING = {"unsloth": "unsloth", "true": True, "false": False}
@@ -79,13 +79,7 @@ class UnslothAdapter(ModelAdapter):
         }
 
     def tokenizer(self, spec: ModelSpec) -> Any:
-        transformers = _import("transformers")
-        path = loading.resolve(spec.base_model, spec.base_dir)
-        with _hub_errors(spec):
-            tok = transformers.AutoTokenizer.from_pretrained(path, **self._hub_kwargs(spec))
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        return tok
+        return load_tokenizer(spec, self._hub_kwargs(spec))
 
     def base_path(self, spec: ModelSpec) -> str:
         return loading.resolve(spec.base_model, spec.base_dir)
