@@ -29,6 +29,7 @@ from harness.api import (
     DatasetSource,
     Decoding,
     Engine,
+    Example,
     ExampleScore,
     GenRequest,
     GenResult,
@@ -291,6 +292,27 @@ DEFAULT_MODELS = [
     {"name": "fake-base", "adapter": "fake-model", "base_model": "fake/base-a", "finetune": False},
     {"name": "fake-tuned", "adapter": "fake-model", "base_model": "fake/base-a", "finetune": {"r": 4, "alpha": 8, "max_steps": 2}},
 ]
+
+
+def score_inputs(preds: Sequence[str], refs: Sequence[str]) -> list[ScoreInput]:
+    """Metric inputs pairing each prediction with its reference (keys "0", "1", …)."""
+    example = Example.make("instruction", "", "output")
+    return [ScoreInput(key=str(i), prediction=p, reference=r, example=example) for i, (p, r) in enumerate(zip(preds, refs))]
+
+
+class RecordingProgress:
+    """A Progress that records every task's total and how far it was advanced."""
+
+    def __init__(self):
+        self.tasks: dict[str, list[int | None]] = {}
+
+    def task(self, description, total):
+        self.tasks[description] = [total, 0]
+
+        def advance(n=1, **fields):
+            self.tasks[description][1] += n
+
+        return advance
 
 
 def _toml_value(v: Any) -> str:

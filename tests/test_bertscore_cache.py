@@ -9,8 +9,10 @@ from __future__ import annotations
 import importlib.metadata as md
 
 import pytest
+from fakes import RecordingProgress
+from fakes import score_inputs as inputs
 
-from harness.api import Example, NullProgress, ScoreInput
+from harness.api import NullProgress
 from harness.errors import UserError
 from harness_metrics import bertscore
 from harness_metrics.bertscore import BertScoreMetric
@@ -50,9 +52,6 @@ PREDS_B = [
 ]
 
 
-def inputs(preds, refs):
-    example = Example.make("instruction", "", "output")
-    return [ScoreInput(key=str(i), prediction=p, reference=r, example=example) for i, (p, r) in enumerate(zip(preds, refs))]
 
 
 def values(scores):
@@ -333,14 +332,3 @@ def test_half_precision_close_to_float32(fp32, dtype):
     metric.close()
 
 
-class RecordingProgress:
-    def __init__(self):
-        self.tasks: dict[str, list] = {}
-
-    def task(self, description, total):
-        self.tasks[description] = [total, 0]
-
-        def advance(n=1, **fields):
-            self.tasks[description][1] += n
-
-        return advance

@@ -8,8 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from fakes import RecordingProgress
+from fakes import score_inputs as inputs
 
-from harness.api import Example, ExampleScore, NullProgress, ScoreInput
+from harness.api import ExampleScore, NullProgress
 from harness.errors import UserError
 from harness.plugins import build_plugins
 from harness_metrics import bertscore, bleu, rouge
@@ -37,24 +39,8 @@ REFS = [
 ]
 
 
-def inputs(preds, refs):
-    example = Example.make("instruction", "", "output")
-    return [ScoreInput(key=str(i), prediction=p, reference=r, example=example) for i, (p, r) in enumerate(zip(preds, refs))]
 
 
-class RecordingProgress:
-    """A Progress that records every task and the total advanced in it."""
-
-    def __init__(self):
-        self.tasks: dict[str, list[int | None]] = {}
-
-    def task(self, description, total):
-        self.tasks[description] = [total, 0]
-
-        def advance(n=1, **fields):
-            self.tasks[description][1] += n
-
-        return advance
 
 
 # --------------------------------------------------------------------------- plugins
