@@ -61,3 +61,20 @@ def write_section(marker: str, table: str, new_section: str) -> None:
     else:
         text += f"\n{new_section}{block}\n"
     path.write_text(text)
+
+
+def add_output_args(ap: Any) -> None:
+    """``--no-write`` and ``--from-json``, which every benchmark that writes a BENCHMARKS.md section takes."""
+    ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    ap.add_argument("--from-json", default=None, help="only render this results file (and write it into BENCHMARKS.md)")
+
+
+def rerender(args: Any, render: Any, write: Any) -> bool:
+    """With ``--from-json``: print the table ``render`` makes of that file, ``write`` it unless ``--no-write``; True if done."""
+    if not args.from_json:
+        return False
+    table = render(json.loads(Path(args.from_json).read_text()))
+    print(table)
+    if not args.no_write:
+        write(table)
+    return True

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, load, machine, versions, write_section as _write_section  # noqa: E402
+from common import ROOT, add_output_args, load, machine, rerender, versions, write_section as _write_section  # noqa: E402
 from vs_lm_eval import bench_registry, run_harness  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "vllm_vs_hf.json"
@@ -61,14 +61,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (cores) for both engines")
     ap.add_argument("--repeats", type=int, default=1, help="times each side runs, alternating which goes first; figures are medians")
     ap.add_argument("--eager", action="store_true", help="vllm: enforce_eager (no torch.compile)")
-    ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
-    ap.add_argument("--from-json", default=None, help="only render this results file (and write it into BENCHMARKS.md)")
+    add_output_args(ap)
     args = ap.parse_args()
-    if args.from_json:
-        table = render(json.loads(Path(args.from_json).read_text()))
-        print(table)
-        if not args.no_write:
-            write_section(table)
+    if rerender(args, render, write_section):
         return
     try:
         import vllm  # noqa: F401

