@@ -243,10 +243,10 @@ def main() -> None:
     greedy = Decoding("greedy", N)
     outputs: dict[str, torch.Tensor] = {}
 
-    def timed(name: str, call, rows: int, prompts_n: int, beams: int = 1, warmup: int = 1, extra: dict | None = None) -> dict:
+    def timed(name: str, call, rows: int, prompts_n: int, beams: int = 1, warmup: int = 1, extra: dict | None = None, runs: int | None = None) -> dict:
         first = None
         walls, inner = [], []
-        for i in range(warmup + args.runs):
+        for i in range(warmup + (runs or args.runs)):
             sync()
             t = time.perf_counter()
             made, inner_s = call()
@@ -370,7 +370,6 @@ def main() -> None:
         rec = Recorder(sync, model.generate)
         session = TransformersSession(model, tok, None, rec)
         reqs = [GenRequest(f"{name}{i:04d}", p, decoding, i) for i, p in enumerate(ps)]
-        saved, args.runs = args.runs, runs
 
         def call():
             rec.reset()
@@ -383,13 +382,11 @@ def main() -> None:
         reset_peak()
         free = torch.cuda.mem_get_info()[0] if device == "cuda" else None
         try:
-            timed(name, call, len(ps) * beams, len(ps), beams, warmup=0,
-                  extra={"batches": [int(o.shape[0]) for o in rec.outs], "free_gib_before": round(free / 2**30, 1) if free else None})
+            timed(name, call, len(ps) * beams, len(ps), beams, warmup=0, runs=runs,
+                  extra={"free_gib_before": round(free / 2**30, 1) if free else None})
         except torch.OutOfMemoryError as exc:
             report["variants"].append({"variant": name, "error": f"OOM: {exc}"[:300]})
             save()
-        finally:
-            args.runs = saved
         report["variants"][-1]["batches"] = [int(o.shape[0]) for o in rec.outs]
         report["variants"][-1]["row_cap_after_oom"] = session._row_cap
         save()
