@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -54,6 +54,13 @@ __all__ = [
     "DatasetSource",
     "Reporter",
     "ReportRow",
+    "RatingScale",
+    "RatingItem",
+    "Rating",
+    "RatingFormat",
+    "PAIR_LEFT",
+    "PAIR_TIE",
+    "PAIR_RIGHT",
     "stable_hash",
     "non_default",
 ]
@@ -447,6 +454,111 @@ class Reporter(Plugin):
     kind = "reporter"
 
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- human ratings
+
+#: pairwise ratings are the share of the win that goes to the output shown on the left
+PAIR_LEFT = 1.0
+PAIR_TIE = 0.5
+PAIR_RIGHT = 0.0
+
+
+@dataclass(frozen=True)
+class RatingScale:
+    """How annotators rate: ``binary`` (0 unacceptable / 1 acceptable), ``likert`` (1 worst … 5 best)
+    or ``pairwise`` (which of two outputs for the same example is better: :data:`PAIR_LEFT`,
+    :data:`PAIR_TIE`, :data:`PAIR_RIGHT`, as the sides were shown)."""
+
+    name: str
+
+    SCALES: ClassVar[dict[str, tuple[float, ...]]] = {
+        "binary": (0.0, 1.0),
+        "likert": (1.0, 2.0, 3.0, 4.0, 5.0),
+        "pairwise": (PAIR_RIGHT, PAIR_TIE, PAIR_LEFT),
+    }
+
+    def __post_init__(self) -> None:
+        if self.name not in self.SCALES:
+            raise ValueError(f"unknown rating scale {self.name!r}; allowed: {', '.join(self.SCALES)}")
+
+    @property
+    def values(self) -> tuple[float, ...]:
+        """The values a rating may take on this scale."""
+        return self.SCALES[self.name]
+
+    @property
+    def pairwise(self) -> bool:
+        return self.name == "pairwise"
+
+    def allows(self, value: float) -> bool:
+        return value in self.values
+
+
+@dataclass(frozen=True)
+class RatingItem:
+    """One blinded item, as annotators see it.
+
+    ``item_id`` is opaque: which model and config produced the output(s) stays in the
+    store. ``outputs`` holds one output (absolute rating) or two (pairwise: left, right,
+    in the order they are shown).
+    """
+
+    item_id: str
+    instruction: str
+    input: str
+    reference: str
+    outputs: tuple[str, ...]
+
+    @property
+    def pairwise(self) -> bool:
+        return len(self.outputs) == 2
+
+
+@dataclass(frozen=True)
+class Rating:
+    """One rating given by one annotator to one item.
+
+    ``value`` is on the item's scale (see :class:`RatingScale`); ``where`` says where it
+    was read ("row 12", "task 7, annotation 31") so messages can point at it.
+    """
+
+    item_id: str
+    annotator: str
+    value: float
+    comment: str = ""
+    where: str = ""
+
+
+class RatingFormat(Plugin):
+    """Moves blinded items to annotators and their ratings back (``harness human export/import --format NAME``).
+
+    ``export`` writes what annotators (or their tool) need; ``read`` reads their ratings
+    back. Neither touches the store: the core hands over the items, checks that nothing
+    would be overwritten (``targets``), and stores what ``read`` returns.
+    """
+
+    kind = "rating_format"
+    #: what ``-o`` names for this format: "file" or "folder"
+    destination: ClassVar[str] = "file"
+
+    def targets(self, destination: Path) -> list[Path]:
+        """The files ``export`` would write for ``destination``: the core refuses to overwrite them without ``--force``."""
+        return [Path(destination)]
+
+    def export(self, items: Sequence[RatingItem], scale: RatingScale, destination: Path) -> list[Path]:
+        """Write ``items`` for rating on ``scale`` and return the files written (all of them, or none on error)."""
+        raise NotImplementedError
+
+    def read(self, path: Path, items: Mapping[str, RatingItem], scale: RatingScale | None) -> tuple[list[Rating], RatingScale]:
+        """Every rating in ``path`` and the scale they are on (``scale`` None: the format infers it).
+
+        ``items`` are the items the store knows, by id. Either every rating comes back, or one
+        :class:`harness.errors.UserError` names the file and lists every bad row, task or item
+        (unknown ids, values off the scale, an annotator rating one item twice, a file from
+        another export).
+        """
         raise NotImplementedError
 
 

@@ -250,23 +250,31 @@ def human_group() -> None:
 
 
 @human_group.command("export")
-@click.option("-o", "--output", default="human_sheet.csv", show_default=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default="human_sheet.csv", show_default=True, type=click.Path(), help="where to write (a file or a folder, as the format says)")
+@click.option("--format", "fmt", default="csv", show_default=True, help="a rating format plugin (see `harness plugins`)")
 @click.option("-n", "--n-per-cell", type=int, default=None, help="items per (model, config); default from [human] in the registry")
+@click.option("--force", is_flag=True, help="overwrite files that already exist (a filled sheet holds ratings)")
 @_selection_options
 @registry_option
 @handle_errors
-def human_export(output: str, n_per_cell: int | None, models, configs, metrics, registry: str) -> None:
-    """Write a blinded CSV sheet: N items per (model, config), shuffled, model and config hidden."""
+def human_export(output: str, fmt: str, n_per_cell: int | None, force: bool, models, configs, metrics, registry: str) -> None:
+    """Export blinded items: N per (model, config), shuffled, model and config hidden."""
     import secrets
 
     from . import human
+    from .api import RatingItem, RatingScale
     from .runner import Runner, Selection
     from .store import Store
 
     exp, plugins = _load(registry)
+    fmt_plugin = plugins.info("rating_format", fmt, key="--format").cls({})
     n = n_per_cell if n_per_cell is not None else exp.human["n_per_cell"]
     if n < 1:
         raise UserError("must be at least 1", key="--n-per-cell")
+    existing = [t for t in fmt_plugin.targets(Path(output)) if t.exists()]
+    if existing and not force:
+        listed = ", ".join(str(t) for t in existing)
+        raise UserError(f"already exists and may hold ratings: {listed}; pass --force to overwrite it, or choose another -o", file=output)
     store = Store.open_existing(exp.output_dir)
     if store is None:
         raise UserError(f"no generations yet in {exp.output_dir}; run `harness run --all` first", file=exp.path)
@@ -283,38 +291,66 @@ def human_export(output: str, n_per_cell: int | None, models, configs, metrics, 
             gens = store.generations([k for _, k in keys])
             for e, k in keys:
                 if k in gens:
-                    candidates.append(human.SheetCandidate(k, spec.name, config.name, e.id, e.instruction, e.input, gens[k]["text"]))
+                    candidates.append(human.SheetCandidate(k, spec.name, config.name, e.id, e.instruction, e.input, gens[k]["text"], e.output))
     if not candidates:
         raise UserError("no generations to rate yet; run `harness run --all` first", file=exp.path)
-    salt = store.get_meta("human_salt")
-    if salt is None:
-        salt = secrets.token_hex(8)
-        store.set_meta("human_salt", salt)
+    salt = store.get_meta("human_salt") or secrets.token_hex(8)
     sampled = human.sample_items(candidates, n, exp.human["seed"], salt=salt)
-    human.write_sheet(output, sampled)
+    scale = RatingScale("likert" if exp.human["scale"] == "likert" else "binary")
+    items = [RatingItem(i.item_id, c.instruction, c.input, c.reference, (c.response,)) for i, c in sampled]
+    written = fmt_plugin.export(items, scale, Path(output))
+    if store.get_meta("human_salt") is None:
+        store.set_meta("human_salt", salt)
     store.save_human_items([(i.item_id, i.gen_key, i.model, i.config, i.example_id) for i, _ in sampled])
-    click.echo(f"wrote {len(sampled)} items to {output}: fill in 'rating' (0/1 or 1-5) and 'annotator', then `harness human import {output}`")
+    where = ", ".join(str(w) for w in written)
+    click.echo(f"wrote {len(sampled)} items to {where}: rate them (0/1 or 1-5) with an annotator name, then `harness human import --format {fmt} {written[0] if len(written) == 1 else output}`")
 
 
 @human_group.command("import")
 @click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", default="csv", show_default=True, help="a rating format plugin (see `harness plugins`)")
 @click.option("--scale", type=click.Choice(["auto", "binary", "likert"]), default=None, help="default from [human] in the registry")
+@click.option("--replace", is_flag=True, help="replace ratings an annotator already imported for the same items")
 @registry_option
 @handle_errors
-def human_import(path: str, scale: str | None, registry: str) -> None:
-    """Import a filled sheet; a bad file imports nothing."""
-    from . import human
+def human_import(path: str, fmt: str, scale: str | None, replace: bool, registry: str) -> None:
+    """Import ratings; a bad file imports nothing, and nothing already imported is replaced without --replace."""
+    from .api import RatingItem, RatingScale
     from .store import Store
 
-    exp, _ = _load(registry)
+    exp, plugins = _load(registry)
+    fmt_plugin = plugins.info("rating_format", fmt, key="--format").cls({})
     store = Store.open_existing(exp.output_dir)
     known = store.human_item_ids() if store else set()
     if not known:
-        raise UserError(f"no exported sheet is known in {exp.output_dir}; run `harness human export` first", file=path)
-    ratings, resolved = human.read_sheet(path, known, scale=scale or exp.human["scale"])
-    store.save_ratings([(r.item_id, r.annotator, r.rating) for r in ratings], resolved, str(Path(path).resolve()))
+        raise UserError(f"no exported items are known in {exp.output_dir}; run `harness human export` first", file=path)
+    scale = scale or exp.human["scale"]
+    items = {i: RatingItem(i, "", "", "", ("",)) for i in known}
+    ratings, resolved = fmt_plugin.read(Path(path), items, None if scale == "auto" else RatingScale(scale))
+    previous = store.existing_ratings([(r.item_id, r.annotator) for r in ratings])
+    changed = [r for r in ratings if (r.item_id, r.annotator) in previous and previous[(r.item_id, r.annotator)] != r.value]
+    if changed and not replace:
+        shown = "; ".join(f"{r.where or r.item_id}: {r.annotator} rated {r.item_id!r} {_num(previous[(r.item_id, r.annotator)])} before, {_num(r.value)} now" for r in changed[:10])
+        more = f" and {len(changed) - 10} more" if len(changed) > 10 else ""
+        raise UserError(
+            f"{len(changed)} rating(s) would replace ratings already imported: {shown}{more}; nothing was imported. "
+            "Pass --replace to replace them, or fix the annotator names",
+            file=path,
+        )
+    new = [r for r in ratings if (r.item_id, r.annotator) not in previous]
+    store.save_ratings([(r.item_id, r.annotator, r.value) for r in [*new, *changed]], resolved.name, str(Path(path).resolve()))
     annotators = sorted({r.annotator for r in ratings})
-    click.echo(f"imported {len(ratings)} {resolved} ratings from {len(annotators)} annotator(s): {', '.join(annotators)}")
+    same = len(ratings) - len(new) - len(changed)
+    parts = [f"imported {len(new)} new {resolved.name} rating(s) from {len(annotators)} annotator(s): {', '.join(annotators)}"]
+    if changed:
+        parts.append(f"replaced {len(changed)} changed rating(s)")
+    if same:
+        parts.append(f"{same} already imported with the same value (unchanged)")
+    click.echo("; ".join(parts))
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 # ---------------------------------------------------------------------- helpers

@@ -61,3 +61,12 @@ def harness_register_datasets(register: Callable[[type], None]) -> None:
 @hookspec
 def harness_register_reporters(register: Callable[[type], None]) -> None:
     """Register :class:`harness.api.Reporter` subclasses (``harness report --format NAME``)."""
+
+
+@hookspec
+def harness_register_rating_formats(register: Callable[[type], None]) -> None:
+    """Register :class:`harness.api.RatingFormat` subclasses (``harness human export/import --format NAME``).
+
+    A rating format exports the blinded items of a run for annotators and reads their
+    ratings back; the store keeps which model and config each item stands for.
+    """

@@ -18,7 +18,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .api import DatasetSource, Decoder, Engine, Metric, ModelAdapter, Option, Plugin, Reporter
+from .api import DatasetSource, Decoder, Engine, Metric, ModelAdapter, Option, Plugin, RatingFormat, Reporter
 from .errors import UserError, unknown_name
 
 ENTRY_POINT_GROUP = "harness.plugins"
@@ -31,6 +31,7 @@ KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "engine": ("harness_register_engines", Engine),
     "dataset": ("harness_register_datasets", DatasetSource),
     "reporter": ("harness_register_reporters", Reporter),
+    "rating_format": ("harness_register_rating_formats", RatingFormat),
 }
 
 

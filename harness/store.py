@@ -224,6 +224,12 @@ class Store:
                 "INSERT OR REPLACE INTO human_ratings VALUES(?,?,?,?,?,?)", [(i, a, r, scale, source, now) for i, a, r in ratings]
             )
 
+    def existing_ratings(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], float]:
+        """The stored rating of each (item_id, annotator) pair that has one."""
+        wanted = set(pairs)
+        rows = self._select_in("SELECT item_id, annotator, rating FROM human_ratings WHERE item_id IN ({})", sorted({i for i, _ in wanted}))
+        return {(i, a): float(r) for i, a, r in rows if (i, a) in wanted}
+
     def human_ratings(self) -> list[tuple[str, str, str, str, float, str]]:
         """Every imported rating as (model, config, gen_key, annotator, rating, scale), model and config as exported."""
         q = (

@@ -53,7 +53,7 @@ def exported(cli, fake_registry):
 
 def test_export_is_blinded(exported) -> None:
     rows = _rows(exported)
-    assert list(rows[0]) == ["item_id", "instruction", "input", "response", "rating", "annotator"]
+    assert list(rows[0]) == ["item_id", "instruction", "input", "reference", "response", "rating", "annotator", "comment"]
     assert len(rows) == N_CELLS * PER_CELL
     assert len({r["item_id"] for r in rows}) == len(rows)
     assert all(r["rating"] == "" and r["annotator"] == "" for r in rows)
@@ -72,7 +72,7 @@ def test_round_trip_two_annotators(cli, fake_registry, exported) -> None:
 
     result = cli("human", "import", sheet, "-r", fake_registry)
     assert result.exit_code == 0, result.output
-    assert f"imported {len(filled)} binary ratings from 2 annotator(s): ann1, ann2" in result.stdout
+    assert f"imported {len(filled)} new binary rating(s) from 2 annotator(s): ann1, ann2" in result.stdout
     assert _query(fake_registry, "SELECT COUNT(*) FROM human_ratings") == [(len(filled),)]
 
     # expected per cell: mean over items of the mean over annotators
@@ -92,9 +92,47 @@ def test_round_trip_two_annotators(cli, fake_registry, exported) -> None:
     table = cli("report", "-r", fake_registry)
     assert table.exit_code == 0 and f"(n={PER_CELL})" in table.stdout
 
-    # importing the same sheet again replaces, never duplicates
-    assert cli("human", "import", sheet, "-r", fake_registry).exit_code == 0
+    # importing the same sheet again changes nothing and says so
+    again = cli("human", "import", sheet, "-r", fake_registry)
+    assert again.exit_code == 0 and f"{len(filled)} already imported with the same value (unchanged)" in again.stdout
     assert _query(fake_registry, "SELECT COUNT(*) FROM human_ratings") == [(len(filled),)]
+
+
+def test_export_never_overwrites_a_sheet_without_force(cli, fake_registry, exported) -> None:
+    """Issue 13, item 1: a filled sheet is never overwritten without --force."""
+    rows = _rows(exported)
+    _write(exported, [r | {"rating": "1", "annotator": "ann"} for r in rows])
+    filled = exported.read_bytes()
+    result = cli("human", "export", "-o", exported, "-n", PER_CELL, "-r", fake_registry)
+    assert result.exit_code == 2, result.output
+    assert "already exists" in result.stderr and "--force" in result.stderr and str(exported) in result.stderr
+    assert exported.read_bytes() == filled
+    forced = cli("human", "export", "-o", exported, "-n", PER_CELL, "--force", "-r", fake_registry)
+    assert forced.exit_code == 0, forced.output
+    assert all(r["rating"] == "" for r in _rows(exported))
+
+
+def test_reimport_with_other_values_needs_replace(cli, fake_registry, exported) -> None:
+    """Issue 13, item 2: an annotator's earlier ratings are replaced only with --replace, and the change is counted."""
+    rows = _rows(exported)[:6]
+    first = exported.parent / "first.csv"
+    _write(first, [r | {"rating": "1", "annotator": "ann"} for r in rows])
+    assert cli("human", "import", first, "--scale", "binary", "-r", fake_registry).exit_code == 0
+    before = _query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings ORDER BY 1, 2")
+
+    second = exported.parent / "second.csv"
+    _write(second, [r | {"rating": "0" if i < 2 else "1", "annotator": "ann"} for i, r in enumerate(rows)])
+    refused = cli("human", "import", second, "-r", fake_registry)
+    assert refused.exit_code == 2, refused.output
+    assert "2 rating(s) would replace ratings already imported" in refused.stderr and "--replace" in refused.stderr
+    assert "nothing was imported" in refused.stderr
+    assert _query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings ORDER BY 1, 2") == before
+
+    replaced = cli("human", "import", second, "--replace", "-r", fake_registry)
+    assert replaced.exit_code == 0, replaced.output
+    assert "replaced 2 changed rating(s)" in replaced.stdout and "4 already imported" in replaced.stdout
+    after = dict(((i, a), r) for i, a, r in _query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings"))
+    assert sorted(after.values()) == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize("problem", ["unknown-id", "out-of-range", "both"])
@@ -131,3 +169,26 @@ def test_import_before_export_is_a_user_error(cli, fake_registry, tmp_path) -> N
     sheet.write_text("item_id,rating,annotator\nh0123456789,1,a\n")
     result = cli("human", "import", sheet, "-r", fake_registry)
     assert result.exit_code == 2 and "harness human export" in result.stderr
+
+
+def test_configs_sharing_generations_export_and_count_once_each(cli, tmp_path) -> None:
+    """Issue 13, item 5: beam search ignores temperature, so a temperature x num_beams grid shares generations."""
+    registry = fakes.write_registry(
+        tmp_path / "registry.toml",
+        models=[fakes.DEFAULT_MODELS[0]],
+        sweep={"decoder": "standard", "mode": "grid", "max_new_tokens": 16, "seed": 0,
+               "defaults": {"top_k": 50, "num_beams": 1, "temperature": 0.8}, "vary": {"temperature": [0.5, 1.0], "num_beams": [2]}},
+    )
+    assert cli("run", "--all", "-r", registry).exit_code == 0
+    sheet = tmp_path / "sheet.csv"
+    result = cli("human", "export", "-o", sheet, "-n", 4, "-r", registry)
+    assert result.exit_code == 0, result.output
+    rows = _rows(sheet)
+    assert len(rows) == 4  # both configs decode identically: 4 items, rated once
+    _write(sheet, [r | {"rating": str(i % 2), "annotator": "ann"} for i, r in enumerate(rows)])
+    assert cli("human", "import", sheet, "-r", registry).exit_code == 0
+    report = json.loads(cli("report", "--format", "json", "-r", registry).stdout)
+    human = {r["config"]: r for r in report if r["metric"] == "human"}
+    assert set(human) == {"top_k_50_num_beams_2_temp_0.5", "top_k_50_num_beams_2_temp_1.0"}
+    assert {r["n"] for r in human.values()} == {4}
+    assert human["top_k_50_num_beams_2_temp_0.5"]["value"] == human["top_k_50_num_beams_2_temp_1.0"]["value"] == 0.5

@@ -1,0 +1,1 @@
+"""Built-in human-rating formats: csv (a blinded spreadsheet)."""
