@@ -131,7 +131,14 @@ class NullProgress:
 
 @dataclass(frozen=True)
 class Example:
-    """One Alpaca-format record with a stable id derived from its content."""
+    """One Alpaca-format record.
+
+    ``id`` comes from what identifies the example — its instruction and input — never from
+    its reference (``output``): correcting a reference changes that example's scores and
+    nothing else (its place in the split, its generations and the trained adapters of
+    models that never saw it stay). ``variant`` tells apart records with the same
+    instruction and input but different outputs (0 for the first, 1 for the next, …).
+    """
 
     id: str
     instruction: str
@@ -139,9 +146,16 @@ class Example:
     output: str
 
     @staticmethod
-    def make(instruction: str, input: str, output: str) -> Example:
-        digest = stable_hash({"instruction": instruction, "input": input, "output": output})
-        return Example(id=digest[:16], instruction=instruction, input=input, output=output)
+    def make(instruction: str, input: str, output: str, *, variant: int = 0) -> Example:
+        ident: dict[str, Any] = {"instruction": instruction, "input": input}
+        if variant:
+            ident["variant"] = variant
+        return Example(id=stable_hash(ident)[:16], instruction=instruction, input=input, output=output)
+
+    @property
+    def reference_sha(self) -> str:
+        """sha256 of the reference: part of every score's key, so a corrected reference is re-scored."""
+        return hashlib.sha256(self.output.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

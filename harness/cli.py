@@ -82,12 +82,18 @@ def plugins_cmd(as_json: bool) -> None:
 @click.argument("path", default=DEFAULT_REGISTRY, type=click.Path(dir_okay=False))
 @handle_errors
 def check_cmd(path: str) -> None:
-    """Validate an experiment file without running anything."""
-    exp, _ = _load(path)
+    """Validate an experiment file and its data without running anything; say how big the run is."""
+    from .runner import compute_split, plan_size
+
+    exp, plugins = _load(path)
+    train, test, n_records = compute_split(exp, plugins)
+    size = plan_size(exp, len(test))
     n_ft = sum(1 for m in exp.models if m.finetune)
     click.echo(
         f"{path}: ok — {len(exp.models)} models ({n_ft} fine-tuned), {len(exp.configs)} decoding configs, "
-        f"metrics {', '.join(exp.metrics)}, engine {exp.engine}, test split {exp.dataset.test_size}"
+        f"metrics {', '.join(exp.metrics)}, engine {exp.engine}\n"
+        f"data: {n_records} unique records ({exp.dataset.source}) → {len(train)} train / {len(test)} test examples (seed {exp.dataset.seed})\n"
+        f"run: {size.describe()}"
     )
 
 
@@ -103,14 +109,15 @@ def _selection_options(fn: Callable) -> Callable:
 
 @main.command("run")
 @click.option("--all", "run_all", is_flag=True, help="every model × decoding config × metric")
+@click.option("--yes", "yes", is_flag=True, help="run even when the experiment is larger than the confirmation limit")
 @_selection_options
 @registry_option
 @handle_errors
-def run_cmd(run_all: bool, models, configs, metrics, registry: str) -> None:
+def run_cmd(run_all: bool, yes: bool, models, configs, metrics, registry: str) -> None:
     """Split, fine-tune, generate, score and report."""
     if not run_all and not (models or configs or metrics):
         raise UserError("say what to run: --all, or select with --model/--config/--metric")
-    _stages(registry, ("split", "train", "generate", "score"), models, configs, metrics, report=True)
+    _stages(registry, ("split", "train", "generate", "score"), models, configs, metrics, report=True, confirmed=yes)
 
 
 def _stage_command(stage: str, help_text: str) -> None:
@@ -128,15 +135,25 @@ _stage_command("generate", "Generate answers for every selected model × decodin
 _stage_command("score", "Score stored generations with every selected metric.")
 
 
-def _stages(registry: str, stages: tuple[str, ...], models, configs, metrics, *, report: bool) -> None:
-    from .runner import Runner, Selection, compute_split, run_metadata
+def _stages(registry: str, stages: tuple[str, ...], models, configs, metrics, *, report: bool, confirmed: bool = True) -> None:
+    from .runner import CONFIRM_ABOVE, Runner, Selection, compute_split, plan_size, run_metadata
     from .store import Store
 
     exp, plugins = _load(registry)
     selection = Selection(list(models) or None, list(configs) or None, list(metrics) or None)
     selection.validate(exp)
     if Store.open_existing(exp.output_dir) is None:
-        compute_split(exp, plugins)  # bad data or sizes fail here, before the experiment folder exists
+        _, test, _ = compute_split(exp, plugins)  # bad data or sizes fail here, before the experiment folder exists
+        size = plan_size(exp, len(test), selection)
+    else:
+        size = plan_size(exp, exp.dataset.test_size, selection)
+    if "generate" in stages and not confirmed and size.generations > CONFIRM_ABOVE:
+        raise UserError(
+            f"this run asks for {size.describe()}, more than {CONFIRM_ABOVE:,} generations; "
+            "check the sweep (`harness check`), select less (--model/--config), or pass --yes to run it",
+            file=exp.path,
+        )
+    err.print(f"[bold]{exp.name}[/]: {escape(size.describe())}", markup=True, soft_wrap=True)
     store = Store(exp.output_dir)
     command = " ".join(["harness", *sys.argv[1:]])
     run_id = store.start_run(command, run_metadata(exp, command))
@@ -228,7 +245,10 @@ def _report(runner, fmt: str, output: str | None, *, baseline: str | None = None
         else:
             out = Path(output)
             folder = out.parent / f"{out.stem}_files"
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"cannot write the plots folder {folder}: {exc.strerror or exc}", file=output) from None
             context["figures"] = []
             for f in figures:
                 (folder / f.filename()).write_bytes(f.png)
@@ -367,8 +387,11 @@ def _write_atomic(path: Path, text: str) -> None:
     import os
     import tempfile
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise UserError(f"cannot write here: {exc.strerror or exc}", file=path) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -376,8 +399,10 @@ def _write_atomic(path: Path, text: str) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a report is an ordinary file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UserError(f"cannot write here: {exc.strerror or exc}", file=path) from None
         raise
 
 

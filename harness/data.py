@@ -21,10 +21,15 @@ ALPACA_NO_INPUT = (
 
 
 def to_examples(records: Sequence[dict[str, Any]], source: str) -> list[Example]:
-    """Validate records and give each a content id. Exact duplicates are kept once."""
+    """Validate records and give each its id (see :class:`~harness.api.Example`).
+
+    Exact duplicates are kept once. Records with the same instruction and input but
+    different outputs are all kept, told apart by the order in which their outputs first
+    appear.
+    """
     bad: list[str] = []
     examples: list[Example] = []
-    seen: set[str] = set()
+    variants: dict[tuple[str, str], list[str]] = {}
     for i, rec in enumerate(records, start=1):
         if not isinstance(rec, dict):
             bad.append(f"record {i}: not an object")
@@ -33,10 +38,11 @@ def to_examples(records: Sequence[dict[str, Any]], source: str) -> list[Example]
         if not isinstance(rec.get("instruction"), str) or not isinstance(rec.get("output"), str) or not isinstance(inp, str):
             bad.append(f"record {i}: needs string 'instruction' and 'output' (and optional string 'input')")
             continue
-        ex = Example.make(rec["instruction"], inp, rec["output"])
-        if ex.id not in seen:
-            seen.add(ex.id)
-            examples.append(ex)
+        outputs = variants.setdefault((rec["instruction"], inp), [])
+        if rec["output"] in outputs:
+            continue  # an exact duplicate
+        outputs.append(rec["output"])
+        examples.append(Example.make(rec["instruction"], inp, rec["output"], variant=len(outputs) - 1))
     if bad:
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
         raise UserError("; ".join(bad[:10]) + more, file=source)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from .errors import UserError, did_you_mean, unknown_name
 from .plugins import Plugins
 
 TEMPLATES = ("alpaca", "chat")
+#: names that become file or folder names (models' adapter folders, the experiment's {name}): no separators, no ".."
+PATH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PACKING = ("none", "pack", "group_by_length")
 SWEEP_MODES = ("one-at-a-time", "grid")
 
@@ -157,8 +160,16 @@ def load_experiment(path: str | Path, plugins: Plugins) -> Experiment:
     if not path.is_file():
         raise UserError("file not found; pass the path of an experiment file such as registry.toml", file=path)
     try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read the file: {exc.strerror or exc}", file=path) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        hint = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise UserError(f"not UTF-8 text{hint}: byte {exc.start} cannot be decoded; save the experiment file as UTF-8", file=path) from None
+    try:
+        raw = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"not valid TOML: {exc}", file=path) from None
     return _Validator(path, plugins).experiment(raw)
@@ -230,6 +241,11 @@ class _Validator:
             return float(value)
         return value
 
+    def path_name(self, name: str, key: str) -> None:
+        """A name that becomes part of a path: letters, digits, '-', '_' and '.', not starting with a dot."""
+        if not PATH_NAME.match(name) or ".." in name:
+            raise self.fail(key, f"{name!r} is not allowed: it names files and folders, so use letters, digits, '-', '_' and '.' (not starting with '.', no '..', at most 128 characters)")
+
     def plugin(self, kind: str, name: str, key: str):
         return self.plugins.info(kind, name, file=str(self.path), key=key).cls
 
@@ -243,12 +259,16 @@ class _Validator:
             if required not in raw:
                 raise self.fail(required, "section is required")
         exp = self.table(raw.get("experiment", {}), EXPERIMENT_KEYS, "experiment")
+        if "{name}" in exp["output_dir"]:
+            self.path_name(exp["name"], "experiment.name")
         try:
             output_dir = Path(exp["output_dir"].format(name=exp["name"])).expanduser()
         except (KeyError, IndexError, ValueError, AttributeError) as exc:
             raise self.fail("experiment.output_dir", f"bad placeholder ({exc}); only {{name}} is replaced, write {{{{ and }}}} for literal braces") from None
         if not output_dir.is_absolute():
             output_dir = self.path.parent / output_dir
+        if output_dir.exists() and not output_dir.is_dir():
+            raise self.fail("experiment.output_dir", f"{output_dir} exists and is not a folder; name a folder for the results")
 
         dataset = self.dataset(raw["dataset"])
         engine_raw = raw.get("engine", {})
@@ -302,6 +322,7 @@ class _Validator:
             adapter = self.value(entry["adapter"], MODEL_KEYS["adapter"], f"{key}.adapter")
             cls = self.plugin("model", adapter, f"{key}.adapter")
             values = self.table(entry, MODEL_KEYS, key, extra=cls.options)
+            self.path_name(values["name"], f"{key}.name")
             if values["name"] in seen:
                 raise self.fail(f"{key}.name", f"duplicate model name '{values['name']}'; model names must be unique")
             seen.add(values["name"])

@@ -57,6 +57,45 @@ class Selection:
                 raise UserError(unknown_name("metric", name, exp.metrics), file=exp.path, key="--metric")
 
 
+#: `harness run` asks for --yes above this many generations (a sweep that exploded by mistake)
+CONFIRM_ABOVE = 50_000
+
+
+@dataclass(frozen=True)
+class PlanSize:
+    """How big a run is: cells and generations (before anything cached is subtracted)."""
+
+    models: int
+    finetuned: int
+    configs: int
+    examples: int
+    metrics: int
+
+    @property
+    def cells(self) -> int:
+        return self.models * self.configs
+
+    @property
+    def generations(self) -> int:
+        return self.cells * self.examples
+
+    def describe(self) -> str:
+        return (
+            f"{self.cells:,} cells ({self.models} model{'s' if self.models != 1 else ''} × {self.configs:,} configs), "
+            f"{self.generations:,} generations ({self.examples} test examples each), "
+            f"{self.generations * self.metrics:,} scores ({self.metrics} metric{'s' if self.metrics != 1 else ''}), "
+            f"{self.finetuned} fine-tune{'s' if self.finetuned != 1 else ''}"
+        )
+
+
+def plan_size(exp: Experiment, n_test: int, selection: Selection | None = None) -> PlanSize:
+    sel = selection or Selection()
+    models = [m for m in exp.models if sel.models is None or m.name in sel.models]
+    configs = [c for c in exp.configs if sel.configs is None or c.name in sel.configs]
+    metrics = [m for m in exp.metrics if sel.metrics is None or m in sel.metrics]
+    return PlanSize(len(models), sum(1 for m in models if m.finetune), len(configs), n_test, len(metrics))
+
+
 @dataclass
 class RunStats:
     trained: int = 0

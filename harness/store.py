@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import Example, ExampleScore, GenResult
+from .errors import UserError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -60,9 +61,13 @@ class Store:
     def __init__(self, directory: Path):
         self.directory = Path(directory)
         self.path = self.directory / STORE_NAME
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+        except (OSError, sqlite3.Error) as exc:
+            why = getattr(exc, "strerror", None) or str(exc)
+            raise UserError(f"cannot create the results store in {self.directory}: {why}", key="experiment.output_dir") from None
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
 

@@ -220,10 +220,40 @@ def test_json_source_reports_missing_column(tmp_path: Path) -> None:
 
 
 def test_json_source_reports_invalid_json_lines(tmp_path: Path) -> None:
-    pytest.importorskip("datasets")
     (tmp_path / "broken.jsonl").write_text('{"instruction": "a", "output": "b"}\n{not json\n', encoding="utf-8")
-    with pytest.raises(UserError, match=r"broken\.jsonl.*line\(s\) 2 are not valid JSON"):
+    with pytest.raises(UserError, match=r"broken\.jsonl.*line 2 column 2 .* not valid JSON"):
         JsonSource({"path": "broken.jsonl"}).load(tmp_path)
+
+
+def test_json_source_reads_strings_as_written_and_names_only_bad_rows(tmp_path: Path) -> None:
+    """Issue 13, item 7: "8" stays a string; one record with a number is reported, not 21."""
+    rows = [{"instruction": f"What is {i} + {i}?", "input": "", "output": str(2 * i)} for i in range(30)]
+    rows[4]["output"] = 8
+    rows[17]["input"] = ["x"]
+    _write_json(tmp_path / "d.json", rows)
+    with pytest.raises(UserError) as info:
+        JsonSource({"path": "d.json"}).load(tmp_path)
+    message = str(info.value)
+    assert "2 malformed records" in message
+    assert "row 5 ('output' is int, not a string)" in message and "row 18 ('input' is list, not a string)" in message
+    rows[4]["output"], rows[17]["input"] = "8", "12"
+    _write_json(tmp_path / "d.json", rows)
+    loaded = JsonSource({"path": "d.json"}).load(tmp_path)
+    assert loaded[4]["output"] == "8" and loaded[17]["input"] == "12" and len(loaded) == 30
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "c", "out', "line 3 column"),  # truncated
+        ('[\n  {"instruction": "a", "output": "b"}\n  {"instruction": "c", "output": "d"}\n]\n', "line 3 column 3"),  # no comma
+    ],
+)
+def test_json_source_gives_line_and_column_of_bad_json(tmp_path: Path, text: str, where: str) -> None:
+    (tmp_path / "d.json").write_text(text, encoding="utf-8")
+    with pytest.raises(UserError) as info:
+        JsonSource({"path": "d.json"}).load(tmp_path)
+    assert "not valid JSON" in str(info.value) and where in str(info.value) and "d.json" in str(info.value)
 
 
 def test_json_source_missing_file(tmp_path: Path) -> None:
@@ -244,11 +274,10 @@ def test_json_source_fingerprint_follows_content(tmp_path: Path) -> None:
     assert source.fingerprint(tmp_path)["sha256"] != first["sha256"]
 
 
-def test_json_source_without_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_json_source_needs_no_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _write_json(tmp_path / "train.json", ROWS)
     monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` raise ImportError
-    with pytest.raises(MissingDependency, match="datasets"):
-        JsonSource({"path": "train.json"}).load(tmp_path)
+    assert JsonSource({"path": "train.json"}).load(tmp_path) == EXPECTED
 
 
 # --------------------------------------------------------------------------- hub source

@@ -304,6 +304,18 @@ BAD_INPUTS = {
         "file not found",
     ),
 }
+# issue 13, item 10: names that become paths
+BAD_INPUTS["model-name-escapes-output-dir"] = (
+    _bad(models=_models({"name": "../../../evil"})),
+    "models[0].name",
+    "'../../../evil' is not allowed: it names files and folders",
+)
+BAD_INPUTS["model-name-with-slash"] = (_bad(models=_models({"name": "a/b"})), "models[0].name", "is not allowed")
+BAD_INPUTS["experiment-name-in-output-dir"] = (
+    _bad(name="../up", output_dir="runs/{name}"),
+    "experiment.name",
+    "'../up' is not allowed",
+)
 # sweep written as a plain value: an error, not silently the defaults
 BAD_INPUTS["sweep-not-a-table"] = ("sweep = 0\n" + _bad().split("[sweep]")[0] + '[metrics]\nnames = ["fake-len"]\n', "sweep", "must be a table, got an integer")
 # models written as a plain value instead of [[models]]: the message quotes "[[models]]" literally
@@ -377,7 +389,8 @@ def _too_big(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("command", [("run", "--all"), ("split",)])
 def test_test_size_larger_than_the_data(command, tmp_path: Path, cli) -> None:
     registry = _too_big(tmp_path)
-    assert cli("check", registry).exit_code == 0  # only the data knows its size
+    # issue 13, item 12: check reads the data too, so it says what split would say
+    _assert_one_error(cli("check", registry), registry, "dataset.test_size", "test_size 700 is larger than the data")
     result = cli(*command, "-r", registry)
     _assert_one_error(result, registry, "dataset.test_size", "test_size 700 is larger than the data (600 unique records)")
     store = tmp_path / "out" / "harness.sqlite"
@@ -394,4 +407,65 @@ def test_test_size_error_writes_nothing(tmp_path: Path, cli) -> None:
     registry = _too_big(tmp_path)
     result = cli("split", "-r", registry)
     assert result.exit_code == 2
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- issue 13: tracebacks that became messages
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "binary"])
+def test_registry_that_is_not_utf8(encoding: str, tmp_path: Path, cli) -> None:
+    registry = tmp_path / "registry.toml"
+    registry.write_bytes(_bad().encode("utf-16") if encoding == "utf-16" else b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    result = cli("check", registry)
+    _assert_one_error(result, registry, None, "not UTF-8")
+    if encoding == "utf-16":
+        assert "UTF-16" in result.stderr
+
+
+def test_output_dir_that_is_a_file(tmp_path: Path, cli) -> None:
+    (tmp_path / "out").write_text("not a folder")
+    registry = _write(tmp_path, _bad())
+    result = cli("run", "--all", "-r", registry)
+    _assert_one_error(result, registry, "experiment.output_dir", "exists and is not a folder")
+    assert (tmp_path / "out").read_text() == "not a folder"
+
+
+def test_output_dir_that_cannot_be_created(tmp_path: Path, cli) -> None:
+    registry = _write(tmp_path, _bad(output_dir="/proc/harness-cannot-be-here/out"))
+    result = cli("run", "--all", "-r", registry)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "experiment.output_dir" in result.stderr and "cannot create" in result.stderr
+
+
+def test_report_to_a_path_that_cannot_be_written(tmp_path: Path, cli) -> None:
+    registry = _write(tmp_path, _bad())
+    assert cli("run", "--all", "-r", registry).exit_code == 0
+    for target in ("/proc/nope/report.md", str(tmp_path / "registry.toml" / "report.json")):
+        result = cli("report", "--format", "json", "-o", target, "-r", registry)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and "cannot write" in result.stderr and target in result.stderr
+
+
+# --------------------------------------------------------------------------- issue 13, item 12: how big a run is
+
+
+def test_check_reads_the_data_and_states_the_size(tmp_path: Path, cli) -> None:
+    registry = _write(tmp_path, _bad())
+    result = cli("check", registry)
+    assert result.exit_code == 0, result.output
+    assert "40 unique records (fake-data) → 32 train / 8 test examples (seed 42)" in result.stdout
+    assert "24 cells (2 models × 12 configs), 192 generations (8 test examples each), 384 scores (2 metrics), 1 fine-tune" in result.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_huge_sweep_needs_yes(tmp_path: Path, cli) -> None:
+    grid = {"top_k": list(range(1, 101)), "temperature": [round(0.01 * i, 2) for i in range(1, 101)]}
+    registry = _write(tmp_path, _bad(sweep=_sweep(mode="grid", vary=grid)))
+    check = cli("check", registry)
+    assert check.exit_code == 0 and "20,000 cells (2 models × 10,000 configs)" in check.stdout
+    result = cli("run", "--all", "-r", registry)
+    assert result.exit_code == 2, result.output
+    assert "160,000 generations" in result.stderr and "--yes" in result.stderr
     assert not (tmp_path / "out").exists()

@@ -1,8 +1,11 @@
 """Alpaca-format dataset sources: a local JSON/JSONL file (``json``) and the Hugging Face Hub (``hub``).
 
-Both read through the ``datasets`` library (imported lazily) and accept records with a
-string ``instruction`` and ``output`` and an optional string ``input``; other columns
-are ignored. A malformed record is reported with its row number (1-based).
+Both accept records with a string ``instruction`` and ``output`` and an optional string
+``input``; other fields are ignored. A local file is read with the standard library
+exactly as written (no type inference: ``"8"`` stays a string and only records whose
+own fields are not strings are reported), a malformed record is named by its row
+number (1-based) and a file that is not valid JSON by line and column. The Hub is read
+through the ``datasets`` library (imported lazily).
 """
 
 from __future__ import annotations
@@ -51,6 +54,13 @@ def _row_problem(row: Any) -> str | None:
 
 def validate_records(rows: Iterable[Any], *, where: str) -> list[dict[str, str]]:
     """Alpaca records (``instruction``, ``input``, ``output``) from ``rows``, or one UserError listing the bad rows."""
+    rows = list(rows)
+    objects = [row for row in rows if isinstance(row, dict)]
+    absent = [key for key in ("instruction", "output") if objects and not any(key in row for row in objects)]
+    if absent:
+        found = ", ".join(f"'{c}'" for c in dict.fromkeys(k for row in objects for k in row)) or "none"
+        names = " and ".join(f"'{c}'" for c in absent)
+        raise UserError(f"no {names} field in any record (fields found: {found}); {ALLOWED}", file=where)
     records: list[dict[str, str]] = []
     bad: list[tuple[int, str]] = []
     for number, row in enumerate(rows, start=1):
@@ -125,53 +135,68 @@ class JsonSource(DatasetSource):
 
     def load(self, base_dir: Path) -> list[dict[str, str]]:
         path = self.resolve(base_dir)
-        where = str(path)
-        if path.stat().st_size == 0:
-            raise UserError(f"the file is empty; {ALLOWED}", file=where)
-        datasets = _import_datasets("reading a local JSON/JSONL data set")
-        try:
-            ds = datasets.load_dataset("json", data_files=str(path), split="train")
-        except Exception as exc:  # pyarrow rejects mixed types, bad JSON, ...: diagnose with the stdlib
-            return self._read_with_stdlib(path, exc)
-        return _records_from_dataset(ds, where=where)
+        return validate_records(read_json_records(path), where=str(path))
 
-    @staticmethod
-    def _read_with_stdlib(path: Path, error: Exception) -> list[dict[str, str]]:
-        """Read a file ``datasets`` could not: valid records are returned, anything else is a UserError."""
-        where = str(path)
+
+def read_json_records(path: Path) -> list[Any]:
+    """The records of a JSON file (a list of objects, or one object) or a JSON Lines file, as written.
+
+    A file whose first character is ``[`` or ``{`` is read as one JSON document first; if
+    that fails and it does not look like JSON Lines either, the error gives the line and
+    column where parsing stopped. JSON Lines errors list the lines that are not valid JSON
+    with their column.
+    """
+    where = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read the file: {exc.strerror or exc}", file=where) from exc
+    if not data.strip():
+        raise UserError(f"the file is empty; {ALLOWED}", file=where)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text (byte {exc.start}); save the file as UTF-8", file=where) from None
+    stripped = text.lstrip()
+    whole_error: json.JSONDecodeError | None = None
+    if stripped.startswith(("[", "{")):
         try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise UserError(f"not UTF-8 text ({exc})", file=where) from error
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            whole_error = exc
+        else:
+            if isinstance(doc, dict):
+                return [doc]  # a file holding a single record
+            if isinstance(doc, list):
+                return doc
+            raise UserError(f"the file holds a JSON {type(doc).__name__}; expected a list of records or one record per line", file=where)
+    rows: list[Any] = []
+    bad: list[str] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            data = None
-            rows: list[Any] = []
-            bad_lines: list[int] = []
-            for lineno, line in enumerate(text.splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    bad_lines.append(lineno)
-            if bad_lines:
-                listed = ", ".join(map(str, bad_lines[:MAX_LISTED_ROWS]))
-                more = f" and {len(bad_lines) - MAX_LISTED_ROWS} more" if len(bad_lines) > MAX_LISTED_ROWS else ""
-                raise UserError(
-                    f"neither a JSON list nor JSON Lines: line(s) {listed}{more} are not valid JSON; {ALLOWED}",
-                    file=where,
-                ) from error
-            return validate_records(rows, where=where)
-        if isinstance(data, dict) and "instruction" in data:  # a file holding a single record
-            data = [data]
-        if not isinstance(data, list):
-            raise UserError(
-                f"the file holds a JSON {type(data).__name__}; expected a list of records or one record per line",
-                file=where,
-            ) from error
-        return validate_records(data, where=where)
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            bad.append(f"line {lineno} column {exc.colno} ({exc.msg})")
+    # a JSON list, or one object over several lines, that failed to parse: say where it broke
+    first_line_ok = bool(rows) and not (bad and bad[0].startswith(f"line {_first_line(text)} "))
+    if whole_error is not None and (stripped.startswith("[") or not first_line_ok):
+        e = whole_error
+        raise UserError(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}; {ALLOWED}", file=where) from None
+    if bad:
+        listed = ", ".join(bad[:MAX_LISTED_ROWS])
+        more = f" and {len(bad) - MAX_LISTED_ROWS} more" if len(bad) > MAX_LISTED_ROWS else ""
+        raise UserError(f"neither a JSON list nor JSON Lines: {listed}{more} not valid JSON; {ALLOWED}", file=where)
+    return rows
+
+
+def _first_line(text: str) -> int:
+    """The number of the first non-blank line of ``text``."""
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            return lineno
+    return 1
 
 
 #: exception class names (anywhere in the cause chain) that mean the Hub could not be reached
