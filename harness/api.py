@@ -23,6 +23,7 @@ and a missing optional package only matters to the plugin that needs it. Raise
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -61,8 +62,12 @@ __all__ = [
     "PAIR_LEFT",
     "PAIR_TIE",
     "PAIR_RIGHT",
+    "Job",
+    "JobSink",
+    "Executor",
     "stable_hash",
     "non_default",
+    "file_lock",
 ]
 
 
@@ -103,10 +108,13 @@ class Plugin:
     version: ClassVar[str] = "1"
     description: ClassVar[str] = ""
     options: ClassVar[dict[str, Option]] = {}
+    #: the plugin used when the registry or command line names none of this kind (one per kind)
+    is_default: ClassVar[bool] = False
 
     def __init__(self, settings: dict[str, Any] | None = None):
-        #: validated settings from registry.toml, defaults filled in
-        self.settings: dict[str, Any] = dict(settings or {})
+        #: validated settings from registry.toml; the core fills in every option's default
+        self.settings: dict[str, Any] = {k: copy.deepcopy(o.default) for k, o in self.options.items() if o.default is not REQUIRED}
+        self.settings.update(settings or {})
 
 
 class Progress(Protocol):
@@ -424,6 +432,26 @@ class Metric(Plugin):
     def aggregate(self, scores: Sequence[ExampleScore]) -> float:
         return sum(s.value for s in scores) / len(scores) if scores else float("nan")
 
+    def corpus_values(self, sums: Any) -> Any:
+        """For a corpus-level metric: the aggregate of each row of ``sums``, or None.
+
+        ``sums`` is a numpy array (resamples × k) of summed sufficient statistics
+        (``ExampleScore.stats``); return one value per row, equal to what ``aggregate``
+        gives for examples with those summed statistics. Reports call it thousands of
+        times for bootstrap intervals and paired tests, on any machine: vectorise it with
+        numpy and use no optional dependency. The default (None) means the aggregate is
+        not computed from statistics; a metric that overrides ``aggregate`` some other way
+        gets intervals by running ``aggregate`` on every resample.
+        """
+        return None
+
+    @classmethod
+    def aggregation(cls) -> str:
+        """How the cell value follows from per-example scores: "mean", "corpus" (``corpus_values``) or "custom"."""
+        if cls.aggregate is Metric.aggregate:
+            return "mean"
+        return "corpus" if cls.corpus_values is not Metric.corpus_values else "custom"
+
     def close(self) -> None:
         """Release models held between calls."""
 
@@ -459,13 +487,24 @@ class ReportRow:
     n: int
     ci_low: float | None = None
     ci_high: float | None = None
+    #: the cell failed (stored with its error)
     error: str | None = None
+    #: why a cell without a value has none, when it did not fail ("not scored yet", "generation incomplete: 12 of 20")
+    note: str | None = None
 
 
 class Reporter(Plugin):
-    """Renders report rows in one output format (``harness report --format NAME``)."""
+    """Renders report rows in one output format (``harness report --format NAME``).
+
+    A reporter declares what it needs, so the core computes only that: ``correlations``
+    (metric-human correlations and findings in the context) and ``figures`` ("none";
+    "embedded": ``context["figures"]`` holds each plot's PNG bytes; "files": plots are
+    written beside the ``-o`` file and the context holds their relative paths).
+    """
 
     kind = "reporter"
+    correlations: ClassVar[bool] = True
+    figures: ClassVar[str] = "none"
 
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
         raise NotImplementedError
@@ -574,6 +613,96 @@ class RatingFormat(Plugin):
         another export).
         """
         raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- executors
+
+
+class Job(Protocol):
+    """One unit of a run's work: fine-tune a model, generate for a model's configs, or score cells with a metric.
+
+    Jobs are made by the core and are picklable. An executor runs ``execute`` where it
+    wants (this process, another process, another machine), passing the outputs of the
+    jobs named in ``needs``, and hands every output the job yields back to the driver in
+    order. The executor never looks inside a job beyond these fields.
+    """
+
+    #: unique within a run, e.g. "train/llama-2-7b", "generate/llama-2-7b/0"
+    id: str
+    #: "train", "generate" or "score": executors map kinds to resources (GPUs, CPUs)
+    kind: str
+    #: ids of jobs whose outputs this job receives; it runs after they finished
+    needs: tuple[str, ...]
+    #: shown in progress displays
+    label: str
+
+    def execute(self, needs: Mapping[str, Sequence[Any]], progress: Progress) -> Iterator[Any]:
+        """Do the work, yielding outputs (e.g. batches of generations) as they are ready.
+
+        ``needs`` maps each needed job's id to everything it yielded. Failures of single
+        cells are yielded as outputs; an exception means the whole job failed.
+        ``KeyboardInterrupt`` and :class:`harness.errors.UserError` must stop the run.
+        """
+        ...
+
+
+class JobSink(Protocol):
+    """The driver's side of a run: stores what jobs produce, as it arrives. Only the driver writes the store."""
+
+    def started(self, job: Job, where: str) -> None:
+        """``job`` began running; ``where`` names the place (``"local"``, a node and GPU) for progress displays."""
+        ...
+
+    def accept(self, job: Job, output: Any) -> None:
+        """One output of ``job``, in the order the job yielded them (committed before this returns)."""
+        ...
+
+    def done(self, job: Job) -> Sequence[Job]:
+        """``job`` finished; returns follow-up jobs to run (e.g. scoring what it generated)."""
+        ...
+
+    def failed(self, job: Job, error: str, traceback: str) -> Sequence[Job]:
+        """``job`` raised (or a job it needs failed); its cells are marked failed. Returns follow-up jobs."""
+        ...
+
+
+class Executor(Plugin):
+    """Runs a run's jobs (``[executor] name = NAME``): in this process, or spread over machines.
+
+    ``run`` executes every job in ``jobs`` and every follow-up job the sink returns, each
+    after the jobs in its ``needs`` have finished; calls ``sink.started`` when a job begins
+    running; passes each output to ``sink.accept`` in
+    the driver as soon as it arrives; calls ``sink.done`` when a job finishes and
+    ``sink.failed`` when it raises (then jobs that need it are not run: ``sink.failed`` is
+    called for them too, naming the failed need). ``KeyboardInterrupt`` and
+    :class:`harness.errors.UserError` raised by a job stop the run and propagate.
+    A job that fails because its worker died may be retried; its outputs are only ever
+    accepted from one attempt.
+    """
+
+    kind = "executor"
+
+    def adapter_storage(self, output_dir: Path) -> Path | None:
+        """Where training jobs write adapters so that generation jobs can read them: a folder every worker
+        sees (the driver's output folder for a local executor), or None to send the files back to the driver."""
+        return output_dir
+
+    def run(self, jobs: Sequence[Job], sink: JobSink, progress: Progress) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the executor started (a local cluster, worker pools)."""
+
+
+def file_lock(path: str | Path, *, timeout: float | None = None) -> Any:
+    """A context manager holding an exclusive lock on ``path`` across processes (see :func:`harness.locks.file_lock`).
+
+    Plugins take it around writes to caches that concurrent runs share: take the lock,
+    check whether another process already did the work, do it only if not.
+    """
+    from .locks import file_lock as _file_lock
+
+    return _file_lock(Path(path), timeout=timeout)
 
 
 def non_default(obj: Any) -> dict[str, Any]:

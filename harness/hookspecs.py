@@ -70,3 +70,12 @@ def harness_register_rating_formats(register: Callable[[type], None]) -> None:
     A rating format exports the blinded items of a run for annotators and reads their
     ratings back; the store keeps which model and config each item stands for.
     """
+
+
+@hookspec
+def harness_register_executors(register: Callable[[type], None]) -> None:
+    """Register :class:`harness.api.Executor` subclasses (``[executor] name = NAME``).
+
+    An executor runs the jobs a run is made of (fine-tunes, generation, scoring): in
+    this process, or spread over the GPUs of a node or a cluster.
+    """

@@ -18,7 +18,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .api import DatasetSource, Decoder, Engine, Metric, ModelAdapter, Option, Plugin, RatingFormat, Reporter
+from .api import DatasetSource, Decoder, Engine, Executor, Metric, ModelAdapter, Option, Plugin, RatingFormat, Reporter
 from .errors import UserError, unknown_name
 
 ENTRY_POINT_GROUP = "harness.plugins"
@@ -32,6 +32,7 @@ KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "dataset": ("harness_register_datasets", DatasetSource),
     "reporter": ("harness_register_reporters", Reporter),
     "rating_format": ("harness_register_rating_formats", RatingFormat),
+    "executor": ("harness_register_executors", Executor),
 }
 
 
@@ -89,6 +90,16 @@ class Plugins:
 
     def create(self, kind: str, name: str, settings: dict[str, Any] | None = None) -> Any:
         return self.info(kind, name).cls(settings)
+
+    def default(self, kind: str) -> str:
+        """The plugin of ``kind`` that declares itself the default (``is_default = True``), when exactly one does."""
+        found = sorted(n for n, i in self.by_kind[kind].items() if i.cls.is_default)
+        if len(found) == 1:
+            return found[0]
+        installed = ", ".join(self.names(kind)) or "none are installed"
+        if not found:
+            raise UserError(f"no {kind} plugin declares itself the default; name one (installed: {installed})")
+        raise UserError(f"several {kind} plugins declare themselves the default ({', '.join(found)}); name one")
 
     def all(self) -> list[PluginInfo]:
         return [info for kind in KINDS for info in sorted(self.by_kind[kind].values(), key=lambda i: i.name)]

@@ -72,6 +72,10 @@ class Experiment:
     metrics: list[str]
     metric_settings: dict[str, dict[str, Any]]
     human: dict[str, Any] = field(default_factory=dict)
+    #: every decoder parameter at its sweep default (the decoder's own default where [sweep.defaults] is silent)
+    sweep_defaults: dict[str, Any] = field(default_factory=dict)
+    executor: str = ""
+    executor_settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -89,6 +93,39 @@ class Experiment:
                 return c
         raise UserError(unknown_name("config", name, [c.name for c in self.configs]), file=self.path)
 
+    def snapshot(self, plugins: Plugins) -> dict[str, Any]:
+        """The experiment as JSON, recorded with every run: what reading commands know of it on any machine."""
+        from dataclasses import asdict
+
+        metrics = []
+        for name in self.metrics:
+            cls = plugins.info("metric", name).cls
+            metrics.append({"name": name, "label": cls.label or name, "higher_is_better": cls.higher_is_better, "settings": self.metric_settings[name]})
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except OSError:
+            text = None
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "registry": str(self.path),
+            "registry_text": text,
+            "dataset": {"source": self.dataset.source, "settings": self.dataset.settings, "test_size": self.dataset.test_size,
+                        "train_size": self.dataset.train_size, "seed": self.dataset.seed},
+            "engine": {"name": self.engine, "settings": self.engine_settings},
+            "executor": {"name": self.executor, "settings": self.executor_settings},
+            "models": [m.name for m in self.models],
+            "model_specs": {m.name: {"adapter": m.adapter, "base_model": m.base_model, "template": m.template, "options": m.options,
+                                     "finetune": asdict(m.finetune) if m.finetune else None} for m in self.models},
+            "decoder": self.decoder,
+            "configs": [{"name": c.name, "params": c.params, "decoding": c.decoding.to_dict()} for c in self.configs],
+            "sweep_defaults": self.sweep_defaults,
+            "sweep_seed": self.sweep_seed,
+            "max_new_tokens": self.max_new_tokens,
+            "metrics": metrics,
+            "human": self.human,
+        }
+
 
 # --------------------------------------------------------------------------- schemas
 
@@ -103,7 +140,8 @@ DATASET_KEYS = {
     "train_size": Option(int, default=0, minimum=0, help="examples in the train split (0 = the rest)"),
     "seed": Option(int, default=42, minimum=0, help="seed of the split"),
 }
-ENGINE_KEYS = {"name": Option(str, default="transformers", help="a generation engine plugin")}
+ENGINE_KEYS = {"name": Option(str, default=None, nullable=True, help="a generation engine plugin (default: the installed engine that declares itself the default)")}
+EXECUTOR_KEYS = {"name": Option(str, default=None, nullable=True, help="an executor plugin (default: the installed executor that declares itself the default)")}
 MODEL_KEYS = {
     "name": Option(str, help="the model's name in reports"),
     "adapter": Option(str, help="a model adapter plugin"),
@@ -134,7 +172,7 @@ FINETUNE_KEYS = {
     ),
 }
 SWEEP_KEYS = {
-    "decoder": Option(str, default="standard", help="a decoder plugin"),
+    "decoder": Option(str, default=None, nullable=True, help="a decoder plugin (default: the installed decoder that declares itself the default)"),
     "mode": Option(str, default="one-at-a-time", choices=SWEEP_MODES),
     "max_new_tokens": Option(int, default=64, minimum=1),
     "seed": Option(int, default=0, minimum=0, help="base of the per-example sampling seeds"),
@@ -148,7 +186,7 @@ HUMAN_KEYS = {
     "seed": Option(int, default=0, minimum=0),
     "scale": Option(str, default="auto", choices=("auto", "binary", "likert")),
 }
-TOP_LEVEL = ("experiment", "dataset", "engine", "models", "sweep", "metrics", "human")
+TOP_LEVEL = ("experiment", "dataset", "engine", "executor", "models", "sweep", "metrics", "human")
 
 
 # --------------------------------------------------------------------------- loading
@@ -246,6 +284,22 @@ class _Validator:
         if not PATH_NAME.match(name) or ".." in name:
             raise self.fail(key, f"{name!r} is not allowed: it names files and folders, so use letters, digits, '-', '_' and '.' (not starting with '.', no '..', at most 128 characters)")
 
+    def named_section(self, raw: Any, section: str, schema: dict[str, Option]) -> tuple[str, dict[str, Any]]:
+        """A section naming a plugin of the same kind (``name``) plus that plugin's options."""
+        if not isinstance(raw, dict):
+            raise self.fail(section, f"must be a table, got {_type_name(raw)}")
+        name = self.table({k: v for k, v in raw.items() if k == "name"}, schema, section)["name"]
+        if name is None:
+            name = self.default_plugin(section, f"{section}.name")
+        cls = self.plugin(section, name, f"{section}.name")
+        return name, self.table({k: v for k, v in raw.items() if k != "name"}, cls.options, section)
+
+    def default_plugin(self, kind: str, key: str) -> str:
+        try:
+            return self.plugins.default(kind)
+        except UserError as exc:
+            raise self.fail(key, exc.message) from None
+
     def plugin(self, kind: str, name: str, key: str):
         return self.plugins.info(kind, name, file=str(self.path), key=key).cls
 
@@ -271,12 +325,10 @@ class _Validator:
             raise self.fail("experiment.output_dir", f"{output_dir} exists and is not a folder; name a folder for the results")
 
         dataset = self.dataset(raw["dataset"])
-        engine_raw = raw.get("engine", {})
-        engine_name = self.table({k: v for k, v in engine_raw.items() if k == "name"} if isinstance(engine_raw, dict) else engine_raw, ENGINE_KEYS, "engine")["name"]
-        engine_cls = self.plugin("engine", engine_name, "engine.name")
-        engine_settings = self.table({k: v for k, v in engine_raw.items() if k != "name"}, engine_cls.options, "engine")
+        engine_name, engine_settings = self.named_section(raw.get("engine", {}), "engine", ENGINE_KEYS)
+        executor_name, executor_settings = self.named_section(raw.get("executor", {}), "executor", EXECUTOR_KEYS)
         models = self.models(raw["models"])
-        decoder, configs, sweep = self.sweep(raw.get("sweep", {}))
+        decoder, configs, sweep, sweep_defaults = self.sweep(raw.get("sweep", {}))
         metrics, metric_settings = self.metrics(raw["metrics"])
         human = self.table(raw.get("human", {}), HUMAN_KEYS, "human")
         return Experiment(
@@ -295,6 +347,9 @@ class _Validator:
             metrics=metrics,
             metric_settings=metric_settings,
             human=human,
+            sweep_defaults=sweep_defaults,
+            executor=executor_name,
+            executor_settings=executor_settings,
         )
 
     def dataset(self, raw: Any) -> DatasetConfig:
@@ -351,6 +406,8 @@ class _Validator:
 
     def sweep(self, raw: Any):
         values = self.table(raw, SWEEP_KEYS, "sweep")  # raw is {} when [sweep] is absent; `sweep = 0` must fail
+        if values["decoder"] is None:
+            values["decoder"] = self.default_plugin("decoder", "sweep.decoder")
         cls = self.plugin("decoder", values["decoder"], "sweep.decoder")
         decoder = cls({})
         params: dict[str, Option] = cls.params
@@ -387,7 +444,7 @@ class _Validator:
             except UserError as exc:
                 raise self.fail(f"sweep ({name})", exc.message) from None
             configs.append(SweepConfig(name, params_, decoding))
-        return values["decoder"], configs, values
+        return values["decoder"], configs, values, dict(defaults)
 
     def metrics(self, raw: Any) -> tuple[list[str], dict[str, dict[str, Any]]]:
         if not isinstance(raw, dict):

@@ -1,40 +1,42 @@
-"""The stages of a run: split, train, generate, score. Each stage skips work the store already holds.
+"""A run: split, then fine-tune, generate and score as jobs an executor runs, storing results as they arrive.
 
-Cache keys (see :mod:`harness.store`):
-
-* split key   = dataset fingerprint + sizes + seed
-* train key   = adapter plugin + base identity + train split + template + LoRA settings
-* model key   = adapter plugin + base identity + adapter sha256 (or "base")
-* gen key     = model key + template + example + effective decoding + engine
-                (+ per-example seed for sampled strategies)
-* score key   = gen key + metric identity (name, version, model, layer, signature …)
+The runner is the driver. It splits the data (stored once per split key), turns the
+experiment into jobs (:mod:`harness.jobs`) — a :class:`~harness.jobs.TrainJob` per model
+that needs an adapter, a :class:`~harness.jobs.GenerateJob` per model (after its train
+job), and, once generation is over, a :class:`~harness.jobs.ScoreJob` per metric — hands
+them to the executor plugin, and commits every output the jobs yield to the store
+together with the records of what each cell ran (see :mod:`harness.store`). Cache keys
+come from :mod:`harness.keys`; a result already stored under its key is never recomputed.
 
 A plugin raising in one cell marks that cell failed (stored with its error) and the run
-goes on; the failure is cleared when the cell later succeeds.
+goes on; the failure is cleared when the cell later succeeds. ``KeyboardInterrupt`` and
+bad input (:class:`~harness.errors.UserError`) stop the run; everything committed so far
+stays.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import shutil
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import data
-from .api import Example, ExampleScore, GenRequest, Metric, ModelSpec, NullProgress, Progress, ScoreInput, non_default, stable_hash
-from .errors import UserError
-from .human import to_unit
+from . import data, jobs, keys
+from .api import Example, ExampleScore, Job, Metric, ModelSpec, NullProgress, Progress, ScoreInput, stable_hash
+from .errors import UserError, unknown_name
 from .plugins import Plugins
 from .registry import Experiment, SweepConfig
-from .store import Store
+from .store import CellRecord, Store
+
+#: `harness run` asks for --yes above this many generations (a sweep that exploded by mistake)
+CONFIRM_ABOVE = 50_000
+STAGES = ("split", "train", "generate", "score")
 
 
 @dataclass
@@ -52,13 +54,7 @@ class Selection:
             exp.config(name)
         for name in self.metrics or []:
             if name not in exp.metrics:
-                from .errors import unknown_name
-
                 raise UserError(unknown_name("metric", name, exp.metrics), file=exp.path, key="--metric")
-
-
-#: `harness run` asks for --yes above this many generations (a sweep that exploded by mistake)
-CONFIRM_ABOVE = 50_000
 
 
 @dataclass(frozen=True)
@@ -110,33 +106,43 @@ class RunStats:
 
 @dataclass
 class ModelState:
+    """What the driver knows of one model: its identity, prompt template and trained adapter."""
+
     spec: ModelSpec
-    adapter: Any
     identity: dict[str, Any]
     template_id: dict[str, str]
+    train_key: str | None = None
+    adapter: jobs.AdapterRef | None = None
+    summary: dict[str, Any] | None = None
     tokenizer: Any = None
-    adapter_dir: Path | None = None
-    adapter_sha: str | None = None
-    ready: bool = True  # False when training failed or was not done
-
-    @property
-    def model_key(self) -> str:
-        return stable_hash({"identity": self.identity, "adapter_sha256": self.adapter_sha or "base"})
 
 
 class Runner:
-    def __init__(self, exp: Experiment, plugins: Plugins, store: Store, progress: Progress | None = None, selection: Selection | None = None):
+    def __init__(
+        self,
+        exp: Experiment,
+        plugins: Plugins,
+        store: Store,
+        progress: Progress | None = None,
+        selection: Selection | None = None,
+        *,
+        executor: Any = None,
+        run_id: int | None = None,
+    ):
         self.exp = exp
         self.plugins = plugins
         self.store = store
         self.progress = progress or NullProgress()
         self.sel = selection or Selection()
         self.sel.validate(exp)
+        self.executor = executor
+        self.run_id = run_id
         self.stats = RunStats()
+        self.split_key = ""
         self._split: tuple[list[Example], list[Example]] | None = None
         self._models: dict[str, ModelState] = {}
         self._metrics: dict[str, Metric] = {}
-        self._errors: dict[str, str] = {}  # cell -> error, for cells failed in this run
+        self._engine_identity: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ selection
 
@@ -173,176 +179,21 @@ class Runner:
             adapter = self.plugins.create("model", spec.adapter, spec.options)
             identity = {"plugin": spec.adapter, "plugin_version": adapter.version, **adapter.identity(spec)}
             tokenizer = adapter.tokenizer(spec) if spec.template == "chat" else None
-            self._models[spec.name] = ModelState(spec, adapter, identity, data.template_identity(spec.template, tokenizer), tokenizer)
+            state = ModelState(spec, identity, data.template_identity(spec.template, tokenizer), tokenizer=tokenizer)
+            if spec.finetune is not None:
+                train, _ = self.split()
+                state.train_key = keys.train_key(identity, train, state.template_id, spec.finetune)
+                found = self.store.adapter(state.train_key)
+                if found and (found["path"] / "adapter_model.safetensors").exists():
+                    state.adapter = jobs.AdapterRef(found["sha256"], str(found["path"]))
+                    state.summary = found["summary"]
+            self._models[spec.name] = state
         return self._models[spec.name]
 
-    def _tokenizer(self, state: ModelState) -> Any:
-        if state.tokenizer is None:
-            state.tokenizer = state.adapter.tokenizer(state.spec)
-        return state.tokenizer
-
-    def train_key(self, state: ModelState, train: Sequence[Example]) -> str:
-        """What a trained adapter depends on: base model, adapter plugin, train split, template, LoRA settings."""
-        return stable_hash(
-            {
-                "identity": state.identity,
-                "split": self.split_key,
-                "train_ids": [e.id for e in train],
-                "template": state.template_id,
-                "finetune": non_default(state.spec.finetune),
-            }
-        )
-
-    def train(self) -> None:
-        t0 = time.perf_counter()
-        train, _ = self.split()
-        for spec in self.models():
-            state = self.model_state(spec)
-            if spec.finetune is None:
-                continue
-            train_key = self.train_key(state, train)
-            cell = f"train/{spec.name}"
-            found = self.store.adapter(train_key)
-            if found and (Path(found["path"]) / "adapter_model.safetensors").exists():
-                state.adapter_dir, state.adapter_sha = Path(found["path"]), found["sha256"]
-                self.stats.reused_adapters += 1
-                continue
-            target = self.exp.output_dir / "adapters" / f"{spec.name}-{train_key[:12]}"
-            tmp = Path(tempfile.mkdtemp(prefix=".train-", dir=_ensure(self.exp.output_dir / "adapters")))
-            try:
-                tok = self._tokenizer(state) if spec.template == "chat" else None
-                pairs = data.train_pairs(train, spec.template, tok)
-                summary = state.adapter.train(spec, pairs, tmp, self.progress)
-                weights = tmp / "adapter_model.safetensors"
-                if not weights.exists():
-                    raise RuntimeError(f"the adapter plugin '{spec.adapter}' did not write adapter_model.safetensors")
-                if target.exists():
-                    shutil.rmtree(target)
-                os.replace(tmp, target)
-                sha = _sha256(target / "adapter_model.safetensors")
-                self.store.save_adapter(train_key, spec.name, target, sha, summary)
-                self.store.clear_failure(cell)
-                state.adapter_dir, state.adapter_sha = target, sha
-                self.stats.trained += 1
-            except (KeyboardInterrupt, UserError):
-                raise
-            except Exception as exc:
-                state.ready = False
-                self._fail(cell, "train", exc, model=spec.name)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        self.stats.stage_seconds["train"] = self.stats.stage_seconds.get("train", 0) + time.perf_counter() - t0
-
-    def _resolve_adapters(self) -> None:
-        """Find the trained adapters of fine-tuned models (training them if needed)."""
-        pending = [s for s in self.models() if s.finetune is not None and self.model_state(s).adapter_sha is None and self.model_state(s).ready]
-        if pending:
-            self.train()
-
-    # ------------------------------------------------------------------ generation
-
-    def gen_key(self, state: ModelState, example: Example, config: SweepConfig, engine_identity: dict[str, Any]) -> str:
-        key: dict[str, Any] = {
-            "model": state.model_key,
-            "template": state.template_id,
-            "example": example.id,
-            "decoding": {k: v for k, v in non_default(config.decoding).items() if k != "requested"},
-            "engine": engine_identity,
-        }
-        if config.decoding.do_sample:
-            key["seed"] = self.example_seed(example)
-        return stable_hash(key)
-
-    def example_seed(self, example: Example) -> int:
-        return int(hashlib.sha256(f"{self.exp.sweep_seed}:{example.id}".encode()).hexdigest()[:8], 16)
-
-    def engine(self):
-        return self.plugins.create("engine", self.exp.engine, self.exp.engine_settings)
-
-    def cell_keys(self, state: ModelState, config: SweepConfig, engine_identity: dict[str, Any]) -> list[tuple[Example, str]]:
-        _, test = self.split()
-        return [(e, self.gen_key(state, e, config, engine_identity)) for e in test]
-
-    def generate(self) -> None:
-        t0 = time.perf_counter()
-        self._resolve_adapters()
-        engine = self.engine()
-        eid = engine.identity()
-        for spec in self.models():
-            state = self.model_state(spec)
-            if not state.ready:
-                why = self._errors.get(f"train/{spec.name}", "see the train cell")
-                for config in self.configs():
-                    self._fail(f"generate/{spec.name}/{config.name}", "generate", RuntimeError(f"fine-tuning failed: {why}"), model=spec.name, config=config.name)
-                continue
-            todo: list[tuple[SweepConfig, list[tuple[Example, str]]]] = []
-            owner: dict[str, str] = {}  # gen key -> the config that generates it
-            needs: dict[str, list[str]] = {}  # config -> its missing keys, shared ones included
-            for config in self.configs():
-                keys = self.cell_keys(state, config, eid)
-                have = self.store.existing_generations(k for _, k in keys)
-                missing = [(e, k) for e, k in keys if k not in have]
-                self.stats.cached_generations += len(keys) - len(missing)
-                needs[config.name] = [k for _, k in missing]
-                # identical effective decodings share generations: do each key once
-                mine = [(e, k) for e, k in missing if k not in owner]
-                owner.update({k: config.name for _, k in mine})
-                if mine:
-                    todo.append((config, mine))
-                elif not missing:
-                    self.store.clear_failure(f"generate/{spec.name}/{config.name}")
-            if not todo:
-                continue
-            try:
-                session = engine.open(state.adapter, spec, state.adapter_dir)
-            except (KeyboardInterrupt, UserError):
-                raise
-            except Exception as exc:
-                for config, _ in todo:
-                    self._fail(f"generate/{spec.name}/{config.name}", "generate", exc, model=spec.name, config=config.name)
-                continue
-            try:
-                tok = self._tokenizer(state) if spec.template == "chat" else None
-                for config, missing in todo:
-                    self._generate_cell(session, state, config, missing, tok, eid)
-            finally:
-                session.close()
-            self._settle_shared(spec, needs, owner)
-        self.stats.stage_seconds["generate"] = self.stats.stage_seconds.get("generate", 0) + time.perf_counter() - t0
-
-    def _settle_shared(self, spec: ModelSpec, needs: dict[str, list[str]], owner: dict[str, str]) -> None:
-        """A config whose generations were made by another config fails or succeeds with them."""
-        for config_name, keys in needs.items():
-            if not keys or all(owner.get(k) == config_name for k in keys):
-                continue  # nothing missing, or every key was its own (already settled)
-            have = self.store.existing_generations(keys)
-            cell = f"generate/{spec.name}/{config_name}"
-            lacking = [k for k in keys if k not in have]
-            if lacking:
-                source = owner[lacking[0]]
-                why = self._errors.get(f"generate/{spec.name}/{source}", "it failed")
-                self._fail(cell, "generate", RuntimeError(f"shares its generations with {source}: {why}"), model=spec.name, config=config_name)
-            else:
-                self.store.clear_failure(cell)
-
-    def _generate_cell(self, session, state: ModelState, config: SweepConfig, missing, tok, eid) -> None:
-        spec = state.spec
-        cell = f"generate/{spec.name}/{config.name}"
-        by_key = {k: e for e, k in missing}
-        requests = [GenRequest(k, data.render_prompt(e, spec.template, tok), config.decoding, self.example_seed(e)) for e, k in missing]
-        info = {"model": spec.name, "config": config.name, "decoding": config.decoding.to_dict(), "engine": eid["engine"], "model_key": state.model_key, "template": state.template_id}
-        self._note(f"{spec.name} · {config.name}")
-        try:
-            for batch in session.generate(requests, self.progress):
-                self.store.save_generations([(r, info | {"example_id": by_key[r.key].id}) for r in batch])
-                self.stats.generated += len(batch)
-            self.store.clear_failure(cell)
-        except (KeyboardInterrupt, UserError):
-            raise
-        except Exception as exc:
-            self._fail(cell, "generate", exc, model=spec.name, config=config.name)
-
-    # ------------------------------------------------------------------ scoring
+    def engine_identity(self) -> dict[str, Any]:
+        if self._engine_identity is None:
+            self._engine_identity = self.plugins.create("engine", self.exp.engine, self.exp.engine_settings).identity()
+        return self._engine_identity
 
     def metric(self, name: str) -> Metric:
         if name not in self._metrics:
@@ -350,109 +201,289 @@ class Runner:
         return self._metrics[name]
 
     def metric_key(self, name: str) -> str:
-        return stable_hash(self.metric(name).identity())
+        return keys.metric_key(self.metric(name).identity())
 
-    def score(self) -> None:
-        t0 = time.perf_counter()
-        self._resolve_adapters_readonly()
-        eid = self.engine().identity()
-        try:
-            for name in self.metric_names():
-                metric = self.metric(name)
-                mkey = self.metric_key(name)
-                self.store.register_metric(mkey, name, metric.identity())
-                for spec in self.models():
-                    state = self.model_state(spec)
-                    for config in self.configs():
-                        self._score_cell(metric, mkey, state, config, eid)
-        finally:
-            for metric in self._metrics.values():
-                metric.close()
-        self.stats.stage_seconds["score"] = self.stats.stage_seconds.get("score", 0) + time.perf_counter() - t0
+    # ------------------------------------------------------------------ planning
 
-    def _score_cell(self, metric: Metric, mkey: str, state: ModelState, config: SweepConfig, eid) -> None:
-        cell = f"score/{state.spec.name}/{config.name}/{metric.name}"
-        keys = self.cell_keys(state, config, eid)
-        gens = self.store.generations([k for _, k in keys])
-        if len(gens) < len(keys):
-            return  # generation incomplete or failed: nothing to score yet
-        have = self.store.scores(mkey, [k for _, k in keys])
-        todo = [ScoreInput(k, gens[k]["text"], e.output, e) for e, k in keys if k not in have]
-        self.stats.cached_scores += len(keys) - len(todo)
-        if not todo:
-            self.store.clear_failure(cell)
-            return
-        try:
-            scores = metric.score(todo, self.progress)
-            if len(scores) != len(todo):
-                raise RuntimeError(f"metric '{metric.name}' returned {len(scores)} scores for {len(todo)} inputs")
-            self.store.save_scores(mkey, [(i.key, s) for i, s in zip(todo, scores)])
-            self.stats.scored += len(todo)
-            self.store.clear_failure(cell)
-        except (KeyboardInterrupt, UserError):
-            raise
-        except Exception as exc:
-            self._fail(cell, "score", exc, model=state.spec.name, config=config.name, metric=metric.name)
-
-    # ------------------------------------------------------------------ results
-
-    def results(self) -> list[dict[str, Any]]:
-        """Per (model, config, metric): value, n, per-example scores — from the store, computing nothing."""
-        self._resolve_adapters_readonly()
-        eid = self.engine().identity()
-        failures = {f["cell"]: f["error"] for f in self.store.failures()}
-        ratings = self.store.ratings_by_gen()
-        rows: list[dict[str, Any]] = []
-        for spec in self.models():
-            state = self.model_state(spec)
-            for config in self.configs():
-                keys = self.cell_keys(state, config, eid) if state.ready and (spec.finetune is None or state.adapter_sha) else []
-                gen_error = failures.get(f"generate/{spec.name}/{config.name}") or failures.get(f"train/{spec.name}")
-                if not keys and gen_error is None:
-                    gen_error = "not fine-tuned yet for the current training input: run `harness run --all` (or `harness train`)"
-                for name in self.metric_names():
-                    mkey = self.metric_key(name)
-                    scores = self.store.scores(mkey, [k for _, k in keys]) if keys else {}
-                    complete = bool(keys) and len(scores) == len(keys)
-                    per_example = [scores[k] for _, k in keys if k in scores]
-                    value = self.metric(name).aggregate(per_example) if complete else None
-                    err = failures.get(f"score/{spec.name}/{config.name}/{name}") or gen_error
-                    rows.append(
-                        {"model": spec.name, "config": config.name, "metric": name, "value": value, "n": len(per_example),
-                         "complete": complete, "error": err, "metric_key": mkey,
-                         "examples": [(e.id, scores[k]) for e, k in keys if k in scores]}
-                    )
-                human = [(k, ratings[k]) for _, k in keys if k in ratings]
-                rows.append(_human_row(spec.name, config.name, human, [(e.id, k) for e, k in keys]))
-        return rows
-
-    def _resolve_adapters_readonly(self) -> None:
-        """Look up trained adapters without training (report, export)."""
+    def train_job(self, spec: ModelSpec, storage: Path | None) -> jobs.TrainJob | None:
+        state = self.model_state(spec)
+        if spec.finetune is None or state.adapter is not None:
+            return None
         train, _ = self.split()
-        for spec in self.models():
-            state = self.model_state(spec)
-            if spec.finetune is None or state.adapter_sha is not None:
-                continue
-            found = self.store.adapter(self.train_key(state, train))
-            if found:
-                state.adapter_dir, state.adapter_sha = Path(found["path"]), found["sha256"]
-            else:
-                state.ready = False
+        pairs = tuple(data.train_pairs(train, spec.template, state.tokenizer))
+        return jobs.TrainJob(f"train/{spec.name}", spec, pairs, state.train_key or "", str(storage) if storage else None)
 
-    def save_aggregates(self, rows: Sequence[dict[str, Any]]) -> None:
-        self.store.save_aggregates([(r["model"], r["config"], r["metric"], r["value"], r["n"], r.get("metric_key")) for r in rows])
+    def generate_job(self, spec: ModelSpec, train_job: jobs.TrainJob | None) -> jobs.GenerateJob:
+        state = self.model_state(spec)
+        _, test = self.split()
+        if train_job is None:  # the adapter (or the base model) is known: exactly the planned keys that are stored
+            planned = [k for config in self.configs() for _, k in self._current_keys(spec, config) or []]
+            known = frozenset(self.store.existing_generations(planned))
+        else:  # keys follow from the adapter the train job will make: what this model has made before
+            known = frozenset(self.store.known_generation_keys(spec.name))
+        return jobs.GenerateJob(
+            id=f"generate/{spec.name}",
+            spec=spec,
+            identity=state.identity,
+            template_id=state.template_id,
+            engine=self.exp.engine,
+            engine_settings=dict(self.exp.engine_settings),
+            engine_identity=self.engine_identity(),
+            configs=tuple(self.configs()),
+            examples=tuple(test),
+            sweep_seed=self.exp.sweep_seed,
+            adapter=state.adapter,
+            known=known,
+            needs=(train_job.id,) if train_job is not None else (),
+        )
+
+    def score_jobs(self) -> list[jobs.ScoreJob]:
+        """For each metric, the cells whose generations are all stored and whose scores are not; complete cells get their record."""
+        _, test = self.split()
+        examples = {e.id: e for e in test}
+        out = []
+        for name in self.metric_names():
+            metric = self.metric(name)
+            mkey = self.metric_key(name)
+            self.store.register_metric(mkey, name, metric.identity(), metric.label or name, metric.higher_is_better, type(metric).aggregation())
+            cells: list[jobs.ScoreCell] = []
+            queued: set[tuple[str, str]] = set()  # (gen key, reference sha) already in a cell of this job
+            for spec in self.models():
+                for config in self.configs():
+                    cell_keys = self._current_keys(spec, config)
+                    if cell_keys is None:
+                        continue
+                    texts = self.store.texts([k for _, k in cell_keys])
+                    if len(texts) < len({k for _, k in cell_keys}):
+                        continue  # generation incomplete or failed: nothing to score yet
+                    state = self.model_state(spec)
+                    record = jobs.CellKeys(spec.name, config.name, keys.model_key(state.identity, state.adapter.sha256 if state.adapter else None),
+                                           state.adapter.sha256 if state.adapter else None, tuple(cell_keys))
+                    with self.store.transaction():
+                        self.store.record_cell(self.cell_record(spec.name, config.name, record), cell_keys, self.run_id)
+                    pairs = [(k, examples[e].reference_sha) for e, k in cell_keys]
+                    have = self.store.scores(mkey, pairs)
+                    self.stats.cached_scores += sum(1 for p in pairs if p in have)
+                    missing = [(e, k) for (e, k), p in zip(cell_keys, pairs) if p not in have and p not in queued]
+                    if missing:
+                        inputs = tuple((examples[e].reference_sha, ScoreInput(k, texts[k], examples[e].output, examples[e])) for e, k in missing)
+                        queued.update((k, examples[e].reference_sha) for e, k in missing)
+                        cells.append(jobs.ScoreCell(spec.name, config.name, inputs))
+                    elif not any(p not in have for p in pairs):
+                        with self.store.transaction():
+                            self._record_aggregate(name, mkey, spec.name, config.name, cell_keys)
+            if cells:
+                out.append(jobs.ScoreJob(f"score/{name}", name, dict(self.exp.metric_settings[name]), mkey, tuple(cells)))
+        return out
+
+    def _current_keys(self, spec: ModelSpec, config: SweepConfig) -> list[tuple[str, str]] | None:
+        """The cell's generation keys for the current model and adapter (None: a fine-tuned model without its adapter)."""
+        state = self.model_state(spec)
+        if spec.finetune is not None and state.adapter is None:
+            return None
+        _, test = self.split()
+        probe = jobs.GenerateJob(
+            id="", spec=spec, identity=state.identity, template_id=state.template_id, engine=self.exp.engine, engine_settings={},
+            engine_identity=self.engine_identity(), configs=(config,), examples=tuple(test), sweep_seed=self.exp.sweep_seed,
+        )
+        _, (cell,) = probe.plan(state.adapter)
+        return list(cell.keys)
+
+    def _record_aggregate(self, metric: str, mkey: str, model: str, config: str, cell_keys: Sequence[tuple[str, str]]) -> bool:
+        """Record the cell's aggregate when every example has its score (inside the caller's transaction). True if recorded."""
+        _, test = self.split()
+        refs = {e.id: e.reference_sha for e in test}
+        pairs = [(k, refs[e]) for e, k in cell_keys]
+        have = self.store.scores(mkey, pairs)
+        if len(have) < len(set(pairs)):
+            return False
+        ordered = [have[p] for p in pairs]
+        value = self.metric(metric).aggregate(ordered)
+        self.store.record_cell_metric(model, config, metric, mkey, self.split_key, float(value), len(ordered), self.run_id)
+        self.store.clear_failure(f"score/{model}/{config}/{metric}")
+        return True
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, stages: Sequence[str]) -> RunStats:
+        """Run ``stages`` (a subset of split, train, generate, score) with the executor."""
+        self.split()
+        self._clean_leftovers()
+        jobs.use_plugins(self.plugins)
+        sink = _Sink(self, score="score" in stages)
+        initial: list[Job] = []
+        generation: list[Job] = []
+        storage = self.executor.adapter_storage(self.exp.output_dir) if self.executor is not None else self.exp.output_dir
+        if "train" in stages or "generate" in stages:
+            for spec in self.models():
+                tj = self.train_job(spec, storage)
+                if tj is not None:
+                    initial.append(tj)  # every fine-tune first: a failing one shows early
+                elif spec.finetune is not None:
+                    self.stats.reused_adapters += 1
+                if "generate" in stages:
+                    gj = self.generate_job(spec, tj)
+                    generation.append(gj)
+                    sink.pending_generation.add(gj.id)
+        initial.extend(generation)
+        if "score" in stages and not sink.pending_generation:
+            initial.extend(self.score_jobs())
+        if initial:
+            if self.executor is None:
+                raise RuntimeError("a run with jobs needs an executor")
+            self.executor.run(initial, sink, self.progress)
+        for metric in self._metrics.values():
+            metric.close()
+        return self.stats
+
+    def _clean_leftovers(self) -> None:
+        """Temporary folders a killed run left in the output folder (the caller holds the run lock)."""
+        folder = self.exp.output_dir / "adapters"
+        if folder.is_dir():
+            for tmp in folder.glob(".train-*"):
+                shutil.rmtree(tmp, ignore_errors=True)
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _note(self, message: str) -> None:
-        note = getattr(self.progress, "note", None)
-        if note is not None:
-            note(message)
+    def cell_record(self, model: str, config_name: str, keys_: jobs.CellKeys) -> CellRecord:
+        spec = self.exp.model(model)
+        config = self.exp.config(config_name)
+        state = self.model_state(spec)
+        info = {
+            "adapter_plugin": spec.adapter,
+            "base_model": spec.base_model,
+            "template": spec.template,
+            "identity": state.identity,
+            "template_id": state.template_id,
+            "finetune": asdict(spec.finetune) if spec.finetune else None,
+            "lora_adapter_sha256": keys_.adapter_sha,
+        }
+        return CellRecord(model, config.name, self.split_key, keys_.model_key, info, dict(config.params), config.decoding.to_dict(), self.engine_identity())
 
-    def _fail(self, cell: str, stage: str, exc: BaseException, **where: Any) -> None:
+    def fail(self, cell: str, stage: str, error: str, tb: str = "", **where: Any) -> None:
         self.stats.failed_cells.append(cell)
-        self._errors[cell] = f"{type(exc).__name__}: {exc}"
-        self.store.record_failure(cell, stage, f"{type(exc).__name__}: {exc}", traceback.format_exc(), **where)
+        self.store.record_failure(cell, stage, error, tb, **where)
+
+
+class _Sink:
+    """Stores what jobs produce, with the records of what each cell ran (the driver's side of a run)."""
+
+    def __init__(self, runner: Runner, *, score: bool):
+        self.r = runner
+        self.store = runner.store
+        self.score = score
+        self.pending_generation: set[str] = set()
+        self.started_at: dict[str, float] = {}
+        self.failed_models: dict[str, str] = {}
+
+    def started(self, job: Job, where: str) -> None:
+        self.started_at[job.id] = time.perf_counter()
+
+    def accept(self, job: Job, out: Any) -> None:
+        r, store = self.r, self.store
+        if isinstance(out, jobs.TrainOutput):
+            self._adapter(out)
+        elif isinstance(out, jobs.CellKeys):
+            with store.transaction():
+                store.record_cell(r.cell_record(out.model, out.config, out), list(out.keys), r.run_id)
+            have = store.existing_generations(k for _, k in out.keys)
+            r.stats.cached_generations += sum(1 for _, k in out.keys if k in have)
+        elif isinstance(out, jobs.GenBatch):
+            config = r.exp.config(out.config)
+            info = {
+                "model": out.model, "config": out.config, "decoding": config.decoding.to_dict(), "engine": r.engine_identity(),
+                "model_key": out.model_key, "template": r.model_state(r.exp.model(out.model)).template_id,
+            }
+            store.save_generations([(res, info | {"example_id": e}) for res, e in zip(out.results, out.example_ids)])
+            r.stats.generated += len(out.results)
+        elif isinstance(out, jobs.CellDone):
+            store.clear_failure(f"{out.stage}/{out.model}/{out.config}" + (f"/{out.metric}" if out.metric else ""))
+        elif isinstance(out, jobs.CellFailed):
+            cell = f"{out.stage}/{out.model}" + (f"/{out.config}" if out.config else "") + (f"/{out.metric}" if out.metric else "")
+            r.fail(cell, out.stage, out.error, out.traceback, model=out.model, config=out.config, metric=out.metric)
+        elif isinstance(out, jobs.ScoreBatch):
+            with store.transaction():
+                store._insert_scores(out.metric_key, list(out.scores))
+                r.stats.scored += len(out.scores)
+                self._aggregates(out)
+        else:
+            raise TypeError(f"{job.id} yielded an unknown output: {type(out).__name__}")
+
+    def _aggregates(self, out: jobs.ScoreBatch) -> None:
+        """Record the aggregate of every cell of this metric whose scores are now complete (shared generations included)."""
+        r = self.r
+        for spec in r.models():
+            for config in r.configs():
+                if spec.name == out.model and config.name == out.config or self._shares(spec.name, config.name, out):
+                    cell_keys = self.store.cell_keys(spec.name, config.name)
+                    if cell_keys:
+                        r._record_aggregate(out.metric, out.metric_key, spec.name, config.name, cell_keys)
+
+    def _shares(self, model: str, config: str, out: jobs.ScoreBatch) -> bool:
+        if model != out.model:
+            return False
+        mine = {k for _, k in self.store.cell_keys(model, config)}
+        return any(g in mine for g, _, _ in out.scores)
+
+    def _adapter(self, out: jobs.TrainOutput) -> None:
+        r = self.r
+        spec = r.exp.model(out.model)
+        state = r.model_state(spec)
+        ref = out.adapter
+        target = r.exp.output_dir / "adapters" / f"{spec.name}-{out.train_key[:12]}"
+        if ref.files is not None:  # trained where the driver cannot see: keep the files in the output folder
+            tmp = Path(tempfile.mkdtemp(prefix=".train-", dir=_ensure(target.parent)))
+            try:
+                for name, blob in ref.files:
+                    (tmp / name).write_bytes(blob)
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            path = target
+        else:
+            path = Path(ref.path or target)
+        if jobs.sha256_file(path / "adapter_model.safetensors") != ref.sha256:
+            raise RuntimeError(f"the adapter of {spec.name} at {path} does not match the sha256 its training reported")
+        self.store.save_adapter(out.train_key, spec.name, path, ref.sha256, out.summary)
+        self.store.clear_failure(f"train/{spec.name}")
+        state.adapter = jobs.AdapterRef(ref.sha256, str(path))
+        state.summary = out.summary
+        r.stats.trained += 1
+
+    def done(self, job: Job) -> Sequence[Job]:
+        self._time(job)
+        return self._after(job)
+
+    def failed(self, job: Job, error: str, traceback: str) -> Sequence[Job]:
+        self._time(job)
+        r = self.r
+        if isinstance(job, jobs.TrainJob):
+            self.failed_models[job.spec.name] = error
+            r.fail(f"train/{job.spec.name}", "train", error, traceback, model=job.spec.name)
+        elif isinstance(job, jobs.GenerateJob):
+            why = self.failed_models.get(job.spec.name)
+            message = f"fine-tuning failed: {why}" if why else error
+            for config in job.configs:
+                r.fail(f"generate/{job.spec.name}/{config.name}", "generate", message, traceback, model=job.spec.name, config=config.name)
+        elif isinstance(job, jobs.ScoreJob):
+            for cell in job.cells:
+                r.fail(f"score/{cell.model}/{cell.config}/{job.metric}", "score", error, traceback, model=cell.model, config=cell.config, metric=job.metric)
+        return self._after(job)
+
+    def _after(self, job: Job) -> Sequence[Job]:
+        if job.id in self.pending_generation:
+            self.pending_generation.discard(job.id)
+            if not self.pending_generation and self.score:
+                return self.r.score_jobs()
+        return []
+
+    def _time(self, job: Job) -> None:
+        started = self.started_at.pop(job.id, None)
+        if started is not None:
+            stats = self.r.stats.stage_seconds
+            stats[job.kind] = stats.get(job.kind, 0.0) + time.perf_counter() - started
 
 
 def split_identity(exp: Experiment, plugins: Plugins) -> tuple[str, dict[str, Any]]:
@@ -472,27 +503,11 @@ def compute_split(exp: Experiment, plugins: Plugins) -> tuple[list[Example], lis
     return train, test, len(examples)
 
 
-def _human_row(model: str, config: str, human: list[tuple[str, list[tuple[str, float, str]]]], ids: list[tuple[str, str]]) -> dict[str, Any]:
-    """Human metric of one cell: per-item mean over annotators, then mean over items, on a 0–1 scale."""
-    example_of = {k: e for e, k in ids}
-    per_item = []
-    for key, ratings in human:
-        unit = [to_unit(r, scale) for _, r, scale in ratings]
-        per_item.append((example_of[key], ExampleScore(sum(unit) / len(unit))))
-    value = sum(s.value for _, s in per_item) / len(per_item) if per_item else None
-    return {"model": model, "config": config, "metric": "human", "value": value, "n": len(per_item), "complete": bool(per_item),
-            "error": None, "metric_key": None, "examples": per_item}
-
-
 def run_metadata(exp: Experiment, command: str) -> dict[str, Any]:
     import importlib.metadata as md
 
-    versions = {}
-    for pkg in ("llm-decoding-harness", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "sacrebleu", "rouge-score", "bert-score", "vllm", "unsloth", "bitsandbytes"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
+    # every installed distribution: the libraries behind any plugin, whichever are installed
+    versions = dict(sorted({d.metadata["Name"]: d.version for d in md.distributions() if d.metadata["Name"]}.items(), key=lambda kv: kv[0].lower()))
     hardware: dict[str, Any] = {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()}
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
@@ -506,14 +521,9 @@ def run_metadata(exp: Experiment, command: str) -> dict[str, Any]:
     }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _ensure(p: Path) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+__all__ = ["Runner", "Selection", "RunStats", "PlanSize", "plan_size", "split_identity", "compute_split", "run_metadata", "CONFIRM_ABOVE", "STAGES", "ExampleScore"]

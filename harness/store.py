@@ -1,23 +1,43 @@
 """The experiment's SQLite store: one database per output folder, WAL mode.
 
 Everything is keyed by content: a generation by what it depends on (model identity,
-template, example, effective decoding, seed, engine), a score by its generation and
-the metric's identity. A row is written once its work is done, in a transaction per
-batch, so an interrupted run loses at most the batch in flight and a re-run finds
-everything else in place.
+template, example, effective decoding, seed, engine), a score by its generation, the
+metric's identity and the reference it was scored against. A row is written once its
+work is done, in a transaction per batch, so an interrupted run loses at most the batch
+in flight and a re-run finds everything else in place.
+
+Beside the cache, the store holds the **records of what a run ran** — what every reading
+command reads, on any machine, without rebuilding a model, an engine or a metric:
+
+* ``cells``: per (model, config) the effective decoding, the engine's identity, the model's
+  identity and adapter, and the split it was generated on;
+* ``cell_examples``: per (model, config) the generation key of every test example;
+* ``cell_metrics``: per (model, config, metric) the metric key, the aggregate value and n;
+* ``metric_ids``: each metric key's identity, label and direction;
+* ``runs``: each run's command, status, versions, hardware and a snapshot of the experiment.
+
+Records are written in the same transaction as the results they describe. Paths inside
+the output folder (trained adapters) are stored relative to it, so a copied or moved
+folder keeps working; adapters are also recorded by the sha256 of their weights.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .api import Example, ExampleScore, GenResult
 from .errors import UserError
+
+#: bump when tables change incompatibly; a store of another version is refused with a clear message
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -33,53 +53,110 @@ CREATE TABLE IF NOT EXISTS generations(
   gen_key TEXT PRIMARY KEY, model TEXT NOT NULL, config TEXT NOT NULL, example_id TEXT NOT NULL,
   text TEXT NOT NULL, decoding TEXT NOT NULL, engine TEXT NOT NULL, model_key TEXT NOT NULL, template TEXT NOT NULL,
   prompt_tokens INTEGER, new_tokens INTEGER, seconds REAL, finish_reason TEXT, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS metric_ids(metric_key TEXT PRIMARY KEY, metric TEXT NOT NULL, identity TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS metric_ids(
+  metric_key TEXT PRIMARY KEY, metric TEXT NOT NULL, identity TEXT NOT NULL,
+  label TEXT NOT NULL, higher_is_better INTEGER NOT NULL, aggregation TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS scores(
-  gen_key TEXT NOT NULL, metric_key TEXT NOT NULL, value REAL NOT NULL, stats TEXT,
-  PRIMARY KEY(gen_key, metric_key));
-CREATE TABLE IF NOT EXISTS aggregates(
-  model TEXT NOT NULL, config TEXT NOT NULL, metric TEXT NOT NULL, value REAL, n INTEGER NOT NULL,
-  metric_key TEXT, updated REAL NOT NULL, PRIMARY KEY(model, config, metric));
+  gen_key TEXT NOT NULL, metric_key TEXT NOT NULL, ref_sha TEXT NOT NULL, value REAL NOT NULL, stats TEXT,
+  PRIMARY KEY(gen_key, metric_key, ref_sha));
+CREATE TABLE IF NOT EXISTS cells(
+  model TEXT NOT NULL, config TEXT NOT NULL, split_key TEXT NOT NULL, model_key TEXT NOT NULL,
+  model_info TEXT NOT NULL, params TEXT NOT NULL, decoding TEXT NOT NULL, engine TEXT NOT NULL,
+  run_id INTEGER, updated REAL NOT NULL, PRIMARY KEY(model, config));
+CREATE TABLE IF NOT EXISTS cell_examples(
+  model TEXT NOT NULL, config TEXT NOT NULL, position INTEGER NOT NULL, example_id TEXT NOT NULL,
+  gen_key TEXT NOT NULL, PRIMARY KEY(model, config, position));
+CREATE INDEX IF NOT EXISTS cell_examples_gen ON cell_examples(gen_key);
+CREATE TABLE IF NOT EXISTS cell_metrics(
+  model TEXT NOT NULL, config TEXT NOT NULL, metric TEXT NOT NULL, metric_key TEXT NOT NULL,
+  split_key TEXT NOT NULL, value REAL, n INTEGER NOT NULL, run_id INTEGER, updated REAL NOT NULL,
+  PRIMARY KEY(model, config, metric));
 CREATE TABLE IF NOT EXISTS failures(
   cell TEXT PRIMARY KEY, stage TEXT NOT NULL, model TEXT, config TEXT, metric TEXT,
   error TEXT NOT NULL, traceback TEXT, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS runs(
   run_id INTEGER PRIMARY KEY AUTOINCREMENT, command TEXT NOT NULL, started REAL NOT NULL,
-  finished REAL, status TEXT NOT NULL, metadata TEXT NOT NULL);
+  finished REAL, status TEXT NOT NULL, pid INTEGER, host TEXT, metadata TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS human_items(
   item_id TEXT PRIMARY KEY, gen_key TEXT NOT NULL, model TEXT NOT NULL, config TEXT NOT NULL,
-  example_id TEXT NOT NULL, exported REAL NOT NULL);
+  example_id TEXT NOT NULL, exported REAL NOT NULL,
+  gen_key_b TEXT, config_b TEXT, model_b TEXT, a_on_left INTEGER);
 CREATE TABLE IF NOT EXISTS human_ratings(
   item_id TEXT NOT NULL, annotator TEXT NOT NULL, rating REAL NOT NULL, scale TEXT NOT NULL,
-  source TEXT NOT NULL, imported REAL NOT NULL, PRIMARY KEY(item_id, annotator));
+  source TEXT NOT NULL, imported REAL NOT NULL, comment TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY(item_id, annotator));
 """
 
 STORE_NAME = "harness.sqlite"
+LOCK_NAME = ".harness.lock"
+
+
+@dataclass(frozen=True)
+class CellRecord:
+    """What a (model, config) cell was generated with (the ``cells`` table)."""
+
+    model: str
+    config: str
+    split_key: str
+    model_key: str
+    model_info: dict[str, Any]
+    params: dict[str, Any]
+    decoding: dict[str, Any]
+    engine: dict[str, Any]
 
 
 class Store:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, *, create: bool = True):
         self.directory = Path(directory)
         self.path = self.directory / STORE_NAME
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            if create:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
         except (OSError, sqlite3.Error) as exc:
             why = getattr(exc, "strerror", None) or str(exc)
             raise UserError(f"cannot create the results store in {self.directory}: {why}", key="experiment.output_dir") from None
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self._check_version()
         self.db.executescript(SCHEMA)
+        if self.get_meta("schema_version") is None:
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+
+    def _check_version(self) -> None:
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return
+        version = None
+        if "meta" in tables:
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = row[0] if row else None
+        if version is None and "generations" not in tables:
+            return  # an empty store from an interrupted first start
+        if version != str(SCHEMA_VERSION):
+            self.db.close()
+            raise UserError(
+                f"written by another version of the harness (store schema {version or 1}, this harness reads {SCHEMA_VERSION}); "
+                "its results are kept as they are: read them with the harness that wrote them, or move the folder away "
+                "to start the experiment afresh",
+                file=self.path,
+            )
 
     @classmethod
     def open_existing(cls, directory: Path) -> Store | None:
-        return cls(directory) if (Path(directory) / STORE_NAME).exists() else None
+        return cls(directory, create=False) if (Path(directory) / STORE_NAME).exists() else None
 
     def close(self) -> None:
         self.db.close()
 
     def _tx(self):
         return _Transaction(self.db)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction: several ``save_*`` calls commit together (records with their results)."""
+        with self._tx():
+            yield
 
     # -- meta
 
@@ -89,6 +166,20 @@ class Store:
 
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
+
+    # -- paths inside the output folder
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the output folder when it lies inside it (as stored), else absolute."""
+        path = Path(path).resolve()
+        try:
+            return path.relative_to(self.directory.resolve()).as_posix()
+        except ValueError:
+            return str(path)
+
+    def resolve(self, stored: str) -> Path:
+        p = Path(stored)
+        return p if p.is_absolute() else self.directory / p
 
     # -- split
 
@@ -111,17 +202,23 @@ class Store:
                 )
             self.db.execute("INSERT OR REPLACE INTO splits VALUES(?,?,?)", (split_key, json.dumps(info), time.time()))
 
+    def test_examples(self, split_key: str) -> dict[str, Example]:
+        """The test examples of a split by id."""
+        rows = self.db.execute("SELECT id, instruction, input, output FROM examples WHERE split_key=? AND split='test'", (split_key,))
+        return {r[0]: Example(*r) for r in rows}
+
     # -- adapters
 
     def adapter(self, train_key: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT path, adapter_sha256, summary FROM adapters WHERE train_key=?", (train_key,)).fetchone()
         if not row:
             return None
-        return {"path": row[0], "sha256": row[1], "summary": json.loads(row[2])}
+        return {"path": self.resolve(row[0]), "stored_path": row[0], "sha256": row[1], "summary": json.loads(row[2])}
 
     def save_adapter(self, train_key: str, model: str, path: Path, sha: str, summary: dict[str, Any]) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO adapters VALUES(?,?,?,?,?,?)", (train_key, model, str(path), sha, json.dumps(summary), time.time())
+            "INSERT OR REPLACE INTO adapters VALUES(?,?,?,?,?,?)",
+            (train_key, model, self.relative(path), sha, json.dumps(summary), time.time()),
         )
 
     # -- generations
@@ -129,23 +226,30 @@ class Store:
     def existing_generations(self, keys: Iterable[str]) -> set[str]:
         return {k for (k,) in self._select_in("SELECT gen_key FROM generations WHERE gen_key IN ({})", list(keys))}
 
+    def known_generation_keys(self, model: str) -> set[str]:
+        """Every stored generation key first made for ``model``."""
+        return {k for (k,) in self.db.execute("SELECT gen_key FROM generations WHERE model=?", (model,))}
+
     def save_generations(self, rows: Sequence[tuple[GenResult, dict[str, Any]]]) -> None:
         """``rows``: (result, info) where info has model, config, example_id, decoding, engine, model_key, template."""
         now = time.time()
         with self._tx():
-            self.db.executemany(
-                "INSERT OR REPLACE INTO generations VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        r.key, i["model"], i["config"], i["example_id"], r.text, json.dumps(i["decoding"]), i["engine"],
-                        i["model_key"], json.dumps(i["template"]), r.prompt_tokens, r.new_tokens, r.seconds, r.finish_reason, now,
-                    )
-                    for r, i in rows
-                ],
-            )
+            self._insert_generations(rows, now)
+
+    def _insert_generations(self, rows: Sequence[tuple[GenResult, dict[str, Any]]], now: float) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO generations VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    r.key, i["model"], i["config"], i["example_id"], r.text, json.dumps(i["decoding"]), json.dumps(i["engine"], sort_keys=True),
+                    i["model_key"], json.dumps(i["template"]), r.prompt_tokens, r.new_tokens, r.seconds, r.finish_reason, now,
+                )
+                for r, i in rows
+            ],
+        )
 
     def generations(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        cols = ("gen_key", "text", "decoding", "engine", "prompt_tokens", "new_tokens", "seconds", "finish_reason", "example_id")
+        cols = ("gen_key", "text", "decoding", "engine", "prompt_tokens", "new_tokens", "seconds", "finish_reason", "example_id", "model", "config")
         out = {}
         for row in self._select_in(f"SELECT {', '.join(cols)} FROM generations WHERE gen_key IN ({{}})", list(keys)):
             d = dict(zip(cols, row))
@@ -153,31 +257,75 @@ class Store:
             out[d["gen_key"]] = d
         return out
 
+    def texts(self, keys: Sequence[str]) -> dict[str, str]:
+        return dict(self._select_in("SELECT gen_key, text FROM generations WHERE gen_key IN ({})", list(keys)))
+
     # -- scores
 
-    def register_metric(self, metric_key: str, name: str, identity: dict[str, Any]) -> None:
-        self.db.execute("INSERT OR REPLACE INTO metric_ids VALUES(?,?,?)", (metric_key, name, json.dumps(identity, sort_keys=True)))
+    def register_metric(self, metric_key: str, name: str, identity: dict[str, Any], label: str, higher_is_better: bool, aggregation: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO metric_ids VALUES(?,?,?,?,?,?)",
+            (metric_key, name, json.dumps(identity, sort_keys=True), label, int(higher_is_better), aggregation),
+        )
 
     def metric_identities(self) -> dict[str, dict[str, Any]]:
-        return {k: {"metric": m, "identity": json.loads(i)} for k, m, i in self.db.execute("SELECT * FROM metric_ids")}
+        return {
+            k: {"metric": m, "identity": json.loads(i), "label": lab, "higher_is_better": bool(h), "aggregation": agg}
+            for k, m, i, lab, h, agg in self.db.execute("SELECT metric_key, metric, identity, label, higher_is_better, aggregation FROM metric_ids")
+        }
 
-    def scores(self, metric_key: str, gen_keys: Sequence[str]) -> dict[str, ExampleScore]:
+    def scores(self, metric_key: str, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], ExampleScore]:
+        """Stored scores for (gen_key, ref_sha) pairs."""
+        wanted = set(pairs)
         rows = self._select_in(
-            "SELECT gen_key, value, stats FROM scores WHERE metric_key=? AND gen_key IN ({})", list(gen_keys), prefix=(metric_key,)
+            "SELECT gen_key, ref_sha, value, stats FROM scores WHERE metric_key=? AND gen_key IN ({})",
+            sorted({g for g, _ in wanted}),
+            prefix=(metric_key,),
         )
-        return {g: ExampleScore(v, tuple(json.loads(s)) if s else None) for g, v, s in rows}
+        return {(g, r): ExampleScore(v, tuple(json.loads(s)) if s else None) for g, r, v, s in rows if (g, r) in wanted}
 
-    def save_scores(self, metric_key: str, items: Sequence[tuple[str, ExampleScore]]) -> None:
+    def _insert_scores(self, metric_key: str, items: Sequence[tuple[str, str, ExampleScore]]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO scores VALUES(?,?,?,?,?)",
+            [(g, metric_key, ref, float(s.value), json.dumps(list(s.stats)) if s.stats is not None else None) for g, ref, s in items],
+        )
+
+    def save_scores(self, metric_key: str, items: Sequence[tuple[str, str, ExampleScore]]) -> None:
         with self._tx():
+            self._insert_scores(metric_key, items)
+
+    # -- records of what the run ran
+
+    def record_cell(self, cell: CellRecord, keys: Sequence[tuple[str, str]], run_id: int | None) -> None:
+        """The cell's definition and the gen key of each test example, in split order (call inside a transaction)."""
+        old_keys = [k for (k,) in self.db.execute("SELECT gen_key FROM cell_examples WHERE model=? AND config=? ORDER BY position", (cell.model, cell.config))]
+        if old_keys != [k for _, k in keys]:
+            # the cell now stands for other generations: its metric records no longer apply
+            self.db.execute("DELETE FROM cell_metrics WHERE model=? AND config=?", (cell.model, cell.config))
+            self.db.execute("DELETE FROM cell_examples WHERE model=? AND config=?", (cell.model, cell.config))
             self.db.executemany(
-                "INSERT OR REPLACE INTO scores VALUES(?,?,?,?)",
-                [(g, metric_key, float(s.value), json.dumps(list(s.stats)) if s.stats is not None else None) for g, s in items],
+                "INSERT INTO cell_examples VALUES(?,?,?,?,?)",
+                [(cell.model, cell.config, i, e, k) for i, (e, k) in enumerate(keys)],
             )
+        self.db.execute(
+            "INSERT OR REPLACE INTO cells VALUES(?,?,?,?,?,?,?,?,?,?)",
+            (
+                cell.model, cell.config, cell.split_key, cell.model_key, _dumps(cell.model_info), _dumps(cell.params),
+                _dumps(cell.decoding), _dumps(cell.engine), run_id, time.time(),
+            ),
+        )
 
-    def save_aggregates(self, rows: Sequence[tuple[str, str, str, float | None, int, str | None]]) -> None:
-        now = time.time()
-        with self._tx():
-            self.db.executemany("INSERT OR REPLACE INTO aggregates VALUES(?,?,?,?,?,?,?)", [(*r, now) for r in rows])
+    def cell_keys(self, model: str, config: str) -> list[tuple[str, str]]:
+        return [tuple(r) for r in self.db.execute("SELECT example_id, gen_key FROM cell_examples WHERE model=? AND config=? ORDER BY position", (model, config))]
+
+    def record_cell_metric(self, model: str, config: str, metric: str, metric_key: str, split_key: str, value: float | None, n: int, run_id: int | None) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO cell_metrics VALUES(?,?,?,?,?,?,?,?,?)",
+            (model, config, metric, metric_key, split_key, value, n, run_id, time.time()),
+        )
+
+    def delete_cell_metric(self, model: str, config: str, metric: str) -> None:
+        self.db.execute("DELETE FROM cell_metrics WHERE model=? AND config=? AND metric=?", (model, config, metric))
 
     # -- failures
 
@@ -196,8 +344,11 @@ class Store:
     # -- runs
 
     def start_run(self, command: str, metadata: dict[str, Any]) -> int:
+        import socket
+
         cur = self.db.execute(
-            "INSERT INTO runs(command, started, status, metadata) VALUES(?,?,?,?)", (command, time.time(), "running", json.dumps(metadata))
+            "INSERT INTO runs(command, started, status, pid, host, metadata) VALUES(?,?,?,?,?,?)",
+            (command, time.time(), "running", os.getpid(), socket.gethostname(), json.dumps(metadata)),
         )
         return int(cur.lastrowid)
 
@@ -206,27 +357,48 @@ class Store:
             self.db.execute("UPDATE runs SET metadata=? WHERE run_id=?", (json.dumps(metadata), run_id))
         self.db.execute("UPDATE runs SET finished=?, status=? WHERE run_id=?", (time.time(), status, run_id))
 
+    def mark_interrupted(self) -> list[int]:
+        """Runs left 'running' by a process that died (call while holding the run lock): now 'interrupted'."""
+        ids = [r for (r,) in self.db.execute("SELECT run_id FROM runs WHERE status='running'")]
+        if ids:
+            self.db.execute("UPDATE runs SET status='interrupted' WHERE status='running'")
+        return ids
+
     def last_run(self) -> dict[str, Any] | None:
         row = self.db.execute("SELECT run_id, command, started, finished, status, metadata FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
         if not row:
             return None
         return dict(zip(("run_id", "command", "started", "finished", "status"), row[:5])) | {"metadata": json.loads(row[5])}
 
+    def runs(self) -> list[dict[str, Any]]:
+        cols = ("run_id", "command", "started", "finished", "status", "pid", "host", "metadata")
+        out = []
+        for row in self.db.execute(f"SELECT {', '.join(cols)} FROM runs ORDER BY run_id"):
+            d = dict(zip(cols, row))
+            d["metadata"] = json.loads(d["metadata"])
+            out.append(d)
+        return out
+
     # -- human ratings
 
     def save_human_items(self, items: Sequence[tuple[str, str, str, str, str]]) -> None:
         now = time.time()
         with self._tx():
-            self.db.executemany("INSERT OR REPLACE INTO human_items VALUES(?,?,?,?,?,?)", [(*i, now) for i in items])
+            self.db.executemany(
+                "INSERT OR REPLACE INTO human_items(item_id, gen_key, model, config, example_id, exported) VALUES(?,?,?,?,?,?)",
+                [(*i, now) for i in items],
+            )
 
     def human_item_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT item_id FROM human_items")}
 
-    def save_ratings(self, ratings: Sequence[tuple[str, str, float]], scale: str, source: str) -> None:
+    def save_ratings(self, ratings: Sequence[tuple[str, str, float]], scale: str, source: str, comments: Sequence[str] | None = None) -> None:
         now = time.time()
+        comments = list(comments) if comments is not None else [""] * len(ratings)
         with self._tx():
             self.db.executemany(
-                "INSERT OR REPLACE INTO human_ratings VALUES(?,?,?,?,?,?)", [(i, a, r, scale, source, now) for i, a, r in ratings]
+                "INSERT OR REPLACE INTO human_ratings VALUES(?,?,?,?,?,?,?)",
+                [(i, a, r, scale, source, now, c) for (i, a, r), c in zip(ratings, comments)],
             )
 
     def existing_ratings(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], float]:
@@ -235,19 +407,15 @@ class Store:
         rows = self._select_in("SELECT item_id, annotator, rating FROM human_ratings WHERE item_id IN ({})", sorted({i for i, _ in wanted}))
         return {(i, a): float(r) for i, a, r in rows if (i, a) in wanted}
 
-    def human_ratings(self) -> list[tuple[str, str, str, str, float, str]]:
-        """Every imported rating as (model, config, gen_key, annotator, rating, scale), model and config as exported."""
-        q = (
-            "SELECT i.model, i.config, i.gen_key, r.annotator, r.rating, r.scale "
-            "FROM human_ratings r JOIN human_items i USING(item_id) ORDER BY i.model, i.config, i.gen_key, r.annotator"
-        )
-        return [(m, c, g, a, float(r), s) for m, c, g, a, r, s in self.db.execute(q)]
-
     def ratings_by_gen(self) -> dict[str, list[tuple[str, float, str]]]:
-        """gen_key -> [(annotator, rating, scale)] over every imported rating."""
+        """gen_key -> [(annotator, rating, scale)] over every imported rating of single-output items."""
+        q = (
+            "SELECT i.gen_key, r.annotator, r.rating, r.scale FROM human_ratings r JOIN human_items i USING(item_id) "
+            "WHERE i.gen_key_b IS NULL ORDER BY i.gen_key, r.annotator"
+        )
         out: dict[str, list[tuple[str, float, str]]] = {}
-        for _, _, g, a, r, s in self.human_ratings():
-            out.setdefault(g, []).append((a, r, s))
+        for g, a, r, s in self.db.execute(q):
+            out.setdefault(g, []).append((a, float(r), s))
         return out
 
     # -- helpers
@@ -260,13 +428,23 @@ class Store:
         return out
 
 
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
 class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT; nested uses join the outer transaction."""
+
     def __init__(self, db: sqlite3.Connection):
         self.db = db
+        self.outer = False
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        self.outer = not self.db.in_transaction
+        if self.outer:
+            self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if self.outer:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
         return False

@@ -27,6 +27,7 @@ def fake_plugins():
     import harness_datasets.alpaca
     import harness_datasets.synthetic
     import harness_decoders.standard
+    import harness_executors.local
     import harness_ratings.csv_format
     import harness_reporters.builtin
 
@@ -35,7 +36,7 @@ def fake_plugins():
     fakes.reset()
     plugins = build_plugins(
         entry_points=False,
-        extra=[fakes, harness_decoders.standard, harness_reporters.builtin, harness_ratings.csv_format, harness_datasets.synthetic, harness_datasets.alpaca],
+        extra=[fakes, harness_decoders.standard, harness_reporters.builtin, harness_ratings.csv_format, harness_executors.local, harness_datasets.synthetic, harness_datasets.alpaca],
     )
     assert not plugins.failures, plugins.failures
     return plugins
@@ -55,8 +56,9 @@ def cli(fake_plugins, monkeypatch):
     from click.testing import CliRunner
 
     import harness.cli
+    import harness.cli.common
 
-    monkeypatch.setattr(harness.cli, "build_plugins", lambda **kwargs: fake_plugins)
+    monkeypatch.setattr(harness.cli.common, "build_plugins", lambda **kwargs: fake_plugins)
     runner = CliRunner()
 
     def invoke(*args: str):

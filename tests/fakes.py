@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -86,6 +90,7 @@ class FakeAdapter(ModelAdapter):
         FakeAdapter.train_calls += 1
         if self.settings.get("fail_train"):
             raise RuntimeError("fake training failure")
+        _pause("FAKE_TRAIN_SECONDS")  # subprocess tests: time to kill a run while it trains
         advance = progress.task("training", len(pairs))
         advance(len(pairs), loss=0.5)
         payload = {"pairs": len(pairs), "base": spec.base_model, "first": pairs[0].prompt if pairs else "", "ft": spec.finetune}
@@ -121,6 +126,10 @@ class FakeEngine(Engine):
 
     def open(self, adapter: ModelAdapter, spec: ModelSpec, adapter_dir: Path | None) -> FakeSession:
         FakeEngine.open_calls += 1
+        if os.environ.get("FAKE_ENGINE_CHILD"):
+            # like vLLM's engine core: a process the engine starts; "leak" leaves it for the harness to stop
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+            Path(os.environ["FAKE_ENGINE_CHILD"]).write_text(str(child.pid))
         adapter.load(spec, adapter_dir)
         weights = adapter_dir / "adapter_model.safetensors" if adapter_dir else None
         adapter_id = hashlib.sha256(weights.read_bytes()).hexdigest() if weights else "base"
@@ -148,6 +157,7 @@ class FakeSession:
         FakeEngine.generate_calls += 1
         advance = progress.task("generating", len(requests))
         for start in range(0, len(requests), self.batch_size):
+            _pause("FAKE_BATCH_SECONDS")
             if FakeEngine.interrupt_after_batches is not None and FakeEngine.batches >= FakeEngine.interrupt_after_batches:
                 raise KeyboardInterrupt
             batch = requests[start : start + self.batch_size]
@@ -258,6 +268,12 @@ def harness_register_metrics(register):
 @hookimpl
 def harness_register_datasets(register):
     register(FakeDataset)
+
+
+def _pause(variable: str) -> None:
+    seconds = float(os.environ.get(variable, "0") or 0)
+    if seconds:
+        time.sleep(seconds)
 
 
 def reset() -> None:

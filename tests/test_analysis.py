@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import analysis, stats
-from harness.analysis import CorrelationRow
+from harness.report import analysis, stats
+from harness.report.analysis import CorrelationRow
 from harness.errors import UserError
 
 GOOD_CSV = """model,config,human,bleu,rouge

@@ -160,7 +160,7 @@ n_per_cell = 12
 @pytest.fixture
 def fake_cli(monkeypatch):
     """A CliRunner whose `harness` sees the fake plugins beside the installed ones."""
-    import harness.cli as cli_module
+    import harness.cli.common as cli_module
     from harness.plugins import build_plugins as real_build
 
     this = sys.modules[__name__]

@@ -18,6 +18,7 @@ from harness.api import Example, NullProgress, ScoreInput
 from harness.plugins import build_plugins
 from harness.registry import load_experiment
 from harness.runner import Runner
+from harness.report.results import Results
 from harness.store import Store
 
 PACKAGE = "harness-plugin-example"
@@ -76,14 +77,13 @@ def test_a_registry_using_it_validates_and_runs(tmp_path) -> None:
 
     store = Store(exp.output_dir)
     try:
-        runner = Runner(exp, plugins, store)
-        for stage in ("split", "train", "generate", "score"):
-            getattr(runner, stage)()
-        rows = [r for r in runner.results() if r["metric"] == "exact_match"]
+        store.start_run("test", {"experiment_snapshot": exp.snapshot(plugins)})
+        Runner(exp, plugins, store, executor=plugins.create("executor", "local")).run(("split", "train", "generate", "score"))
+        rows = [v for v in Results.load(store).values if v.metric == "exact_match"]
     finally:
         store.close()
     assert len(rows) == len(fakes.STUDY_CONFIGS)
-    assert all(r["complete"] and r["n"] == 8 and 0.0 <= r["value"] <= 1.0 for r in rows)
+    assert all(r.complete and r.n == 8 and 0.0 <= r.value <= 1.0 for r in rows)
 
 
 def test_options_for_it_are_validated(tmp_path) -> None:

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import plots
-from harness import report_data as rd
+from harness.report import plots
+from harness.report import data as rd
 from harness.api import ReportRow
 from harness_reporters.html import SECTIONS, HtmlReporter
 
 from test_analyze_cli import fake_cli, import_ratings, invoke, run_experiment  # noqa: F401  (fixture)
-from test_report_data import BleuMetric, make_results
+from test_report_data import BleuMetric, agg, make_results
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -45,7 +45,7 @@ def render_synthetic(*, model_name: str = "m1", with_figures: bool = True) -> st
     rows = make_results(models=(model_name, "m2"), configs=("c0", "c1", "c2", "c3"))
     configs = [(f"c{i}", {"temperature": 0.25 * i, "num_beams": 1}) for i in range(4)]
     ratings = [rd.HumanRating(model_name, "c0", f"g{i}", a, float((i + k) % 2), "binary") for i in range(10) for k, a in enumerate(("x", "y"))]
-    data = rd.build(rows, metrics={"bleu": BleuMetric(), "rouge_l": None}, configs=configs, defaults={"temperature": 0.0, "num_beams": 1},
+    data = rd.build(rows, metrics={"bleu": agg(BleuMetric()), "rouge_l": rd.MEAN}, configs=configs, defaults={"temperature": 0.0, "num_beams": 1},
                     ratings=ratings, experiment="synthetic <exp>", labels={"bleu": "BLEU", "rouge_l": "ROUGE-L"},
                     provenance={"harness": "0.1.0", "generated": "now", "versions": {"numpy": "2"}, "seeds": {"experiment": 0},
                                 "metrics": {"bleu": {"signature": "nrefs:1|case:mixed|tok:13a"}}, "decoding": {"c0": {"effective": {"strategy": "greedy"}}}})
@@ -78,7 +78,7 @@ def test_text_is_escaped():
 
 def test_sections_say_what_is_missing_without_ratings():
     rows = [r for r in make_results(models=("m1",)) if r["metric"] != "human"]
-    data = rd.build(rows, metrics={"bleu": BleuMetric(), "rouge_l": None}, configs=[("c0", {}), ("c1", {}), ("c2", {})])
+    data = rd.build(rows, metrics={"bleu": agg(BleuMetric()), "rouge_l": rd.MEAN}, configs=[("c0", {}), ("c1", {}), ("c2", {})])
     context = {"experiment": "x", "metrics": data.metrics, **data.context(), "figures": []}
     page = HtmlReporter().render([ReportRow(r["model"], r["config"], r["metric"], r["value"], r["n"]) for r in rows], context)
     assert "no human ratings have been imported" in page

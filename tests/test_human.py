@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import UserError
-from harness.human import SheetCandidate, make_item_id, sample_items, to_unit
+from harness.report.items import SheetCandidate, make_item_id, sample_items, to_unit
 
 MODELS = ("llama-small", "qwen-tiny")
 CONFIGS = ("greedy", "beam4", "topp09")

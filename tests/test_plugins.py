@@ -69,11 +69,21 @@ def test_extra_registers_every_kind_directly(fake_plugins) -> None:
     assert "fake-data" in fake_plugins.names("dataset")
     assert fake_plugins.names("decoder") == ["standard"]
     assert fake_plugins.names("reporter") == ["csv", "json", "markdown", "table"]
+    assert fake_plugins.names("rating_format") == ["csv"]
+    assert fake_plugins.names("executor") == ["local"]
     info = fake_plugins.info("metric", "fake-len")
     assert info.cls is fakes.FakeLenMetric
     assert info.package == "(registered directly)" and info.source == "fakes"
     metric = fake_plugins.create("metric", "fake-len", {"cap": 0.5})
-    assert isinstance(metric, fakes.FakeLenMetric) and metric.settings == {"cap": 0.5}
+    # the core fills every option's default once: plugins read settings, never repeat defaults
+    assert isinstance(metric, fakes.FakeLenMetric) and metric.settings == {"cap": 0.5, "mode": "length"}
+
+
+def test_each_kind_has_one_default_and_the_core_names_none(fake_plugins) -> None:
+    for kind in ("decoder", "reporter", "rating_format", "executor"):
+        assert fake_plugins.info(kind, fake_plugins.default(kind)).cls.is_default
+    with pytest.raises(UserError, match="no engine plugin declares itself the default"):
+        fake_plugins.default("engine")  # the fakes' engine does not claim it
 
 
 def test_no_entry_points_when_disabled(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""Tests for harness.report_data: intervals, paired tests, Holm, agreement, baseline, on Runner.results()-shaped rows."""
+"""Tests for harness.report.data: intervals, paired tests, Holm, agreement, baseline, on recorded-results-shaped rows."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from harness import report_data as rd
-from harness import stats
-from harness.api import Example, ExampleScore, NullProgress, ScoreInput
+from harness.report import data as rd
+from harness.report import stats
+from harness.api import Example, ExampleScore, Metric, NullProgress, ScoreInput
 from harness.errors import UserError
 
 sacrebleu = pytest.importorskip("sacrebleu")
@@ -59,8 +59,17 @@ def make_results(models=("m1", "m2"), configs=("c0", "c1", "c2"), n=20, *, quali
 CONFIGS = [("c0", {"t": 0.0, "b": 1}), ("c1", {"t": 0.5, "b": 1}), ("c2", {"t": 1.0, "b": 1})]
 
 
+def agg(metric):
+    """How a metric plugin's values aggregate, as the report derives it from the recorded aggregation kind."""
+    if metric is None or type(metric).aggregation() == "mean":
+        return rd.MEAN
+    if type(metric).aggregation() == "corpus":
+        return rd.Aggregation("corpus", corpus=metric.corpus_values)
+    return rd.Aggregation("custom", aggregate=metric.aggregate)
+
+
 def build(rows, **kw):
-    metrics = kw.pop("metrics", None) or {"bleu": BleuMetric(), "rouge_l": None}
+    metrics = {k: agg(v) for k, v in (kw.pop("metrics", None) or {"bleu": BleuMetric(), "rouge_l": None}).items()}
     kw.setdefault("with_correlations", False)  # most tests look at intervals and tests only
     return rd.build(rows, metrics=metrics, configs=kw.pop("configs", CONFIGS), **kw)
 
@@ -114,7 +123,7 @@ def test_vectorised_bleu_equals_sacrebleu_corpus_bleu():
     inputs = [ScoreInput(str(i), p, r, Example(str(i), "", "", r)) for i, (p, r) in enumerate(pairs)]
     scores = metric.score(inputs, NullProgress())
     matrix = np.array([s.stats for s in scores])
-    statistic = rd.corpus_statistic(metric)
+    statistic = metric.corpus_values
     for trial in range(40):
         idx = rng.integers(0, len(pairs), size=int(rng.integers(1, 30)))
         got = statistic(matrix[idx].sum(axis=0, keepdims=True))[0]
@@ -122,16 +131,29 @@ def test_vectorised_bleu_equals_sacrebleu_corpus_bleu():
         assert got == pytest.approx(want, rel=1e-12, abs=1e-15), (trial, idx)
 
 
-def test_corpus_statistic_falls_back_to_aggregate_when_the_formula_disagrees():
-    class OddBleu(BleuMetric):
-        def aggregate(self, scores):
-            return 2 * super().aggregate(scores)
+def test_a_custom_aggregate_is_resampled_through_the_metric():
+    class Median(Metric):
+        name = "median"
 
-    metric, odd = BleuMetric(), OddBleu()
-    rows = make_results(bleu=metric, models=("m1",), configs=("c0",))
-    matrix = np.array([s.stats for _, s in rows[0]["examples"]])
-    sums = np.stack([matrix[:k].sum(axis=0) for k in range(1, 12)])
-    assert rd.corpus_statistic(odd)(sums) == pytest.approx(2 * rd.corpus_statistic(metric)(sums))
+        def aggregate(self, scores):
+            return float(np.median([s.value for s in scores]))
+
+    assert Median.aggregation() == "custom" and BleuMetric.aggregation() == "corpus"
+    rows = make_results(models=("m1",), configs=("c0",))
+    data = build(rows, metrics={"bleu": Median(), "rouge_l": None}, seed=2)
+    cell = data.cell("m1", "c0", "bleu")
+    values = [s.value for _, s in rows[0]["examples"]]
+    expected = stats.bootstrap_ci(values, np.median, n_resamples=1000, seed=rd.cell_seed(2, "ci", "m1", "c0", "bleu"))
+    assert (cell.ci_low, cell.ci_high) == pytest.approx(expected)
+
+
+def test_a_metric_that_cannot_be_resampled_here_keeps_its_value_without_an_interval():
+    rows = make_results(models=("m1",), configs=("c0", "c1"))
+    data = rd.build(rows, metrics={"bleu": rd.Aggregation("unknown", note="no interval: plugin missing"), "rouge_l": rd.MEAN}, configs=CONFIGS[:2], with_correlations=False)
+    cell = data.cell("m1", "c1", "bleu")
+    assert cell.value is not None and cell.ci_low is None
+    comp = next(c for c in data.comparisons if c.metric == "bleu")
+    assert comp.p_value is None and comp.note == "no interval: plugin missing"
 
 
 def test_binary_human_rate_gets_a_wilson_interval():

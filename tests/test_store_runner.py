@@ -12,8 +12,10 @@ import pytest
 
 import fakes
 from harness.registry import load_experiment
+from harness.report.results import Results
 from harness.runner import Runner, Selection
 from harness.store import STORE_NAME, Store
+from harness_executors.local import LocalExecutor
 
 N_TEST = 8
 N_CONFIGS = len(fakes.STUDY_CONFIGS)
@@ -22,20 +24,22 @@ STAGES = ("split", "train", "generate", "score")
 
 
 def run(registry: Path, plugins, stages=STAGES, selection: Selection | None = None):
-    """Run ``stages`` with the Runner directly; returns (stats, results without per-example scores)."""
+    """Run ``stages`` with the Runner and the local executor; returns (stats, recorded results without per-example scores)."""
     exp = load_experiment(registry, plugins)
     store = Store(exp.output_dir)
     try:
-        runner = Runner(exp, plugins, store, selection=selection)
-        for stage in stages:
-            getattr(runner, stage)()
-        return runner.stats, results(runner)
+        store.start_run("test", {"experiment_snapshot": exp.snapshot(plugins)})
+        runner = Runner(exp, plugins, store, selection=selection, executor=LocalExecutor())
+        runner.run(stages)
+        return runner.stats, results(store, selection)
     finally:
         store.close()
 
 
-def results(runner: Runner) -> dict[tuple[str, str, str], tuple]:
-    return {(r["model"], r["config"], r["metric"]): (r["value"], r["n"], r["error"]) for r in runner.results()}
+def results(store: Store, selection: Selection | None = None) -> dict[tuple[str, str, str], tuple]:
+    sel = selection or Selection()
+    loaded = Results.load(store, models=sel.models, configs=sel.configs, metrics=sel.metrics)
+    return {(v.model, v.config, v.metric): (v.value, v.n, v.error) for v in loaded.values}
 
 
 def db(registry: Path, name: str = "out") -> sqlite3.Connection:

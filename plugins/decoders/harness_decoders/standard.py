@@ -26,6 +26,7 @@ _LABELS = {"top_k": "top_k", "num_beams": "num_beams", "temperature": "temp"}
 
 class StandardDecoder(Decoder):
     name = "standard"
+    is_default = True
     version = "1"
     description = "greedy / sampling / beam search with the reference study's semantics"
     params = {

@@ -65,6 +65,7 @@ GPU_MEMORY_SHARE = 0.7
 
 class TransformersEngine(Engine):
     name = "transformers"
+    is_default = True
     version = "1"
     description = "Hugging Face transformers generate(), batched, seeded per example"
     options = {

@@ -35,7 +35,7 @@ class BleuMetric(Metric):
     }
 
     def __init__(self, settings: dict[str, Any] | None = None):
-        super().__init__({**{k: o.default for k, o in self.options.items()}, **(settings or {})})
+        super().__init__(settings)
         self._bleu: Any = None
 
     def identity(self) -> dict[str, Any]:
@@ -65,6 +65,34 @@ class BleuMetric(Metric):
             raise ValueError("corpus BLEU needs the sufficient statistics of every example")
         summed = [sum(column) for column in zip(*(s.stats for s in scores))]
         return self._from_stats(summed, effective_order=False)
+
+    def corpus_values(self, sums: Any) -> Any:
+        """Corpus BLEU (0-1) per row of summed ``(hyp_len, ref_len, correct_1..4, total_1..4)``, in numpy.
+
+        sacrebleu's ``BLEU.compute_bleu`` with ``smooth_method='exp'`` and
+        ``effective_order=False`` (what :meth:`aggregate` computes), vectorised: the brevity
+        penalty, the n-gram precisions up to the first order without n-grams, NIST ("exp")
+        smoothing of zero matches, and 0 when nothing matches at all. Needs no sacrebleu,
+        so reports compute BLEU intervals on machines without it.
+        """
+        import numpy as np
+
+        sums = np.atleast_2d(np.asarray(sums, dtype=float))
+        order = (sums.shape[1] - 2) // 2
+        hyp, ref = sums[:, 0], sums[:, 1]
+        correct, total = sums[:, 2 : 2 + order], sums[:, 2 + order : 2 + 2 * order]
+        with np.errstate(all="ignore"):
+            bp = np.where(hyp < ref, np.where(hyp > 0, np.exp(1.0 - ref / np.where(hyp > 0, hyp, 1.0)), 0.0), 1.0)
+            valid = np.cumprod(total > 0, axis=1).astype(bool)  # orders before the first with no n-grams
+            zero = (correct == 0) & valid
+            smooth = 2.0 ** np.cumsum(zero, axis=1)
+            safe_total = np.where(total > 0, total, 1.0)
+            prec = np.where(correct > 0, 100.0 * correct / safe_total, 100.0 / (smooth * safe_total))
+            prec = np.where(valid, prec, 0.0)
+            logp = np.where(prec > 0, np.log(np.where(prec > 0, prec, 1.0)), -9999999999.0)
+            score = bp * np.exp(logp.sum(axis=1) / order)
+        score = np.where(correct.sum(axis=1) > 0, score, 0.0)
+        return score / 100.0
 
     def _from_stats(self, stats: Sequence[float], *, effective_order: bool) -> float:
         """BLEU (0–1) from ``(hyp_len, ref_len, correct_1..4, total_1..4)``."""

@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from harness.api import file_lock
 from harness.errors import MissingDependency, UserError
 
 
@@ -93,7 +94,12 @@ def resolve(ref: str, base_dir: Path) -> str:
 
 
 def gguf_checkpoint(gguf: Path) -> Path:
-    """De-quantise a GGUF file into a cached transformers checkpoint (once) and return its folder."""
+    """De-quantise a GGUF file into a cached transformers checkpoint (once) and return its folder.
+
+    Concurrent runs share the cache: the conversion happens under a lock on the target,
+    so a second process waits and then finds the checkpoint the first one wrote; folders
+    of conversions that were killed are removed by the next one.
+    """
     digest = _content_hash(gguf)[:16]
     target = cache_dir() / "models" / f"{gguf.stem}-{digest}"
     if (target / "config.json").exists():
@@ -104,7 +110,19 @@ def gguf_checkpoint(gguf: Path) -> Path:
     except ImportError as exc:
         raise MissingDependency(exc.name or "gguf", "default", purpose="loading .gguf models") from None
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    with file_lock(target.parent / f".{target.name}.lock"):
+        if (target / "config.json").exists():
+            return target  # another process converted it while this one waited
+        for stale in target.parent.glob(f".convert-{target.name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed conversion (we hold the lock)
+        if target.exists():
+            shutil.rmtree(target)  # a folder without config.json is not a finished checkpoint
+        _convert(gguf, target, AutoModelForCausalLM, AutoTokenizer)
+    return target
+
+
+def _convert(gguf: Path, target: Path, AutoModelForCausalLM: Any, AutoTokenizer: Any) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".convert-{target.name}-", dir=target.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -118,7 +136,6 @@ def gguf_checkpoint(gguf: Path) -> Path:
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def _fix_special_tokens(model: Any, tokenizer: Any) -> None:
@@ -153,8 +170,13 @@ def _content_hash(path: Path) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     digest = h.hexdigest()
-    memo[key] = digest
-    tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(memo))
-    os.replace(tmp, memo_file)
+    with file_lock(memo_file.with_suffix(".lock")):  # concurrent runs: read, add, replace — no entry lost
+        try:
+            memo = json.loads(memo_file.read_text())
+        except (OSError, ValueError):
+            memo = {}
+        memo[key] = digest
+        tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_file)
     return digest

@@ -360,6 +360,7 @@ class _Problems:
 class CsvRatingFormat(RatingFormat):
     name = "csv"
     version = "2"
+    is_default = True
     description = "a blinded CSV sheet filled in a spreadsheet (rating, annotator, optional comment)"
     destination = "file"
 

@@ -174,6 +174,8 @@ def _n_of(cells: dict[str, ReportRow]) -> int:
 
 class TableReporter(Reporter):
     name = "table"
+    is_default = True
+    correlations = False
     description = "rich terminal tables, one per model"
 
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
@@ -220,6 +222,7 @@ class TableReporter(Reporter):
 
 class MarkdownReporter(Reporter):
     name = "markdown"
+    figures = "files"
     description = "Markdown tables, one per model, with intervals, tests, correlations and provenance"
 
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
@@ -296,13 +299,14 @@ def _md_section(title: str, header: list[str], body: list[list[str]], *, empty: 
     return out + [""]
 
 
-_FIELDS = ("model", "config", "metric", "value", "n", "ci_low", "ci_high", "error")
+_FIELDS = ("model", "config", "metric", "value", "n", "ci_low", "ci_high", "error", "note")
 #: what each row also carries from the report's statistics (``context["cells"]``)
 _STAT_FIELDS = ("interval", "baseline", "diff", "p_value", "p_holm", "significant")
 
 
 class CsvReporter(Reporter):
     name = "csv"
+    correlations = False
     description = "one row per (model, config, metric)"
 
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
@@ -318,6 +322,7 @@ class CsvReporter(Reporter):
 
 class JsonReporter(Reporter):
     name = "json"
+    correlations = False
     description = "a JSON list of {model, config, metric, value, n, …}"
 
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:

@@ -87,7 +87,7 @@ class HtmlReporter(Reporter):
     version = "1"
     description = "one self-contained HTML file: tables with intervals, tests, agreement, correlations, plots, provenance"
     #: ask ``harness report`` for the figures as PNG bytes to embed
-    embeds_figures = True
+    figures = "embedded"
 
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
         title = context.get("experiment") or "Results"

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from harness import stats
-from harness.errors import UserError, unknown_name
+from . import stats
+from ..errors import UserError, unknown_name
 
 __all__ = [
     "HUMAN",

@@ -1,4 +1,4 @@
-"""``harness analyze``: which automatic metric tracks human judgment.
+"""Which automatic metric tracks human judgment (``harness analyze``).
 
 Input is the experiment's store (every metric of every (model, config) with imported
 human ratings) or ``--results FILE.csv``, a table with columns ``model``, ``config``,
@@ -17,55 +17,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import click
-
-from .errors import UserError
+from ..errors import UserError
+from . import analysis
+from .results import Results
 
 FORMATS = ("table", "json", "markdown")
 LEVELS = ("system", "example", "both")
 
 
-@click.command("analyze")
-@click.option("--results", "results_path", type=click.Path(dir_okay=False), default=None, help="a CSV with model, config, human and one column per metric, instead of the store")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="write to this file instead of stdout")
-@click.option("--level", type=click.Choice(LEVELS), default="both", show_default=True, help="system (one point per model x config), example (one per rated generation), or both (store only)")
-@click.option("--seed", type=int, default=None, help="bootstrap seed [default: the experiment seed, or 0 for --results]")
-@click.option("--resamples", type=click.IntRange(min=1), default=1000, show_default=True, help="bootstrap resamples per interval")
-@click.option("--metric", "metrics", multiple=True, help="only this metric (repeatable)")
-@click.option("--model", "models", multiple=True, help="only this model (store only; repeatable)")
-@click.option("-r", "--registry", "registry", default="registry.toml", show_default=True, type=click.Path(dir_okay=False), help="experiment file (ignored with --results)")
-def analyze_cmd(results_path, fmt, output, level, seed, resamples, metrics, models, registry) -> None:
-    """Correlate every automatic metric with human ratings, with bootstrap intervals and findings."""
-    from .cli import err, handle_errors
-
-    @handle_errors
-    def run() -> None:
-        if results_path is not None:
-            if models:
-                raise UserError("--model selects models in the store; with --results every row of the file is used", key="--model")
-            rows, notes, source = _from_csv(results_path, list(metrics) or None, seed or 0, resamples, level)
-            title = f"Metric-human agreement: {Path(results_path).name}"
-        else:
-            rows, notes, source, title = _from_store(registry, list(metrics) or None, list(models) or None, seed, resamples, level)
-        from . import analysis
-
-        findings = analysis.findings(rows)
-        text = render(rows, findings, notes, fmt, title=title, source=source)
-        if output:
-            from .cli import _write_atomic
-
-            _write_atomic(Path(output), text)
-            err.print(f"wrote {output}")
-        else:
-            click.echo(text, nl=False)
-
-    run()
-
-
-def _from_csv(path: str, metrics, seed: int, resamples: int, level: str):
-    from . import analysis
-
+def from_csv(path: str, metrics, seed: int, resamples: int, level: str):
+    """Correlations of a results CSV (one row per model and config)."""
     if level == "example":
         raise UserError("a results CSV has one row per (model, config): only --level system applies", key="--level", file=path)
     rows = analysis.load_results_csv(path)
@@ -73,35 +34,27 @@ def _from_csv(path: str, metrics, seed: int, resamples: int, level: str):
     return found, [], {"kind": "csv", "path": str(Path(path).resolve()), "rows": len(rows), "seed": seed, "resamples": resamples}
 
 
-def _from_store(registry: str, metrics, models, seed, resamples: int, level: str):
-    from . import report_data
-    from .cli import _load
-    from .runner import Runner, Selection
-    from .store import Store
+def from_results(results: Results, seed: int | None, resamples: int, level: str):
+    """Correlations of every recorded metric with the recorded human ratings."""
+    from . import data as report_data
 
-    exp, plugins = _load(registry)
-    store = Store.open_existing(exp.output_dir)
-    if store is None:
-        raise UserError(f"no results yet in {exp.output_dir}; run `harness run --all` first, or pass --results FILE.csv", file=exp.path)
-    runner = Runner(exp, plugins, store, None, Selection(models, None, metrics))
-    results = runner.results()
-    if not any(r["metric"] == report_data.HUMAN and r["value"] is not None for r in results):
+    if not results.has_human:
         raise UserError(
-            f"no human ratings in {exp.output_dir} for the selected models: export a sheet with `harness human export`, "
-            "fill in the ratings, `harness human import` it, then run `harness analyze` again (or pass --results FILE.csv)",
-            file=exp.path,
+            f"no human ratings in {results.store_path} for the selected models: export items with `harness human export`, "
+            "rate them, `harness human import` the ratings, then run `harness analyze` again (or pass --results FILE.csv)",
         )
-    seed = exp.seed if seed is None else seed
+    seed = results.experiment.seed if seed is None else seed
     levels = ("system", "example") if level == "both" else (level,)
-    rows, notes = report_data.correlate(results, runner.metric_names(), seed=seed, n_resamples=resamples, confidence=0.95, levels=levels)
-    if not rows:
+    rows = report_data._rows(results)
+    found, notes = report_data.correlate(rows, results.metric_names, seed=seed, n_resamples=resamples, confidence=0.95, levels=levels)
+    if not found:
         raise UserError(
             "too few rated points for any correlation: each needs at least 3 (model, config) cells with human ratings "
             "(system level) or 3 rated generations (example level)" + ("".join(f"\n  {n}" for n in notes)),
-            file=exp.path,
+            file=results.store_path,
         )
-    source = {"kind": "store", "path": str(store.path), "experiment": exp.name, "seed": seed, "resamples": resamples}
-    return rows, notes, source, f"Metric-human agreement: {exp.name}"
+    source = {"kind": "store", "path": results.store_path, "experiment": results.experiment.name, "seed": seed, "resamples": resamples}
+    return found, notes, source, f"Metric-human agreement: {results.experiment.name}"
 
 
 # --------------------------------------------------------------------------- rendering

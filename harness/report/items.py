@@ -20,7 +20,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import UserError
+from ..errors import UserError
 
 __all__ = ["SheetCandidate", "SheetItem", "make_item_id", "sample_items", "to_unit"]
 
@@ -145,3 +145,17 @@ def to_unit(value: float, scale: str) -> float:
     if scale == "likert":
         return (value - 1.0) / 4.0
     raise ValueError(f"unknown rating scale {scale!r}; allowed: 'binary', 'likert', 'pairwise'")
+
+
+def candidates(store, results) -> list[SheetCandidate]:
+    """Every stored generation of the recorded cells of ``results``, with its example and reference."""
+    out: list[SheetCandidate] = []
+    examples: dict[str, dict] = {}
+    for cell in results.cells:
+        texts = store.texts([k for _, k in cell.keys])
+        refs = examples.setdefault(cell.split_key, store.test_examples(cell.split_key))
+        for example_id, gen_key in cell.keys:
+            if gen_key in texts and example_id in refs:
+                e = refs[example_id]
+                out.append(SheetCandidate(gen_key, cell.model, cell.config, example_id, e.instruction, e.input, texts[gen_key], e.output))
+    return out

@@ -29,6 +29,7 @@ in the report, and the same inputs always give the same numbers.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,8 +40,9 @@ import numpy as np
 
 from . import analysis
 from . import stats as st
-from .api import ExampleScore, Metric
-from .errors import UserError, unknown_name
+from ..api import ExampleScore
+from ..errors import UserError, unknown_name
+from .results import Results
 
 __all__ = [
     "HUMAN",
@@ -49,12 +51,12 @@ __all__ = [
     "ReportData",
     "HumanRating",
     "build",
-    "from_runner",
+    "from_results",
+    "aggregations",
+    "Aggregation",
     "choose_baseline",
-    "sweep_defaults",
     "system_rows",
     "example_items",
-    "corpus_statistic",
 ]
 
 HUMAN = "human"
@@ -185,66 +187,26 @@ def cell_seed(seed: int, *parts: str) -> int:
     return int(digest[:12], 16)
 
 
-# --------------------------------------------------------------------------- corpus statistics
+# --------------------------------------------------------------------------- how values aggregate
 
 
-def _bleu_from_sums(sums: np.ndarray) -> np.ndarray:
-    """Corpus BLEU (0-1) per row of summed ``(hyp_len, ref_len, correct_1..N, total_1..N)``.
+@dataclass(frozen=True)
+class Aggregation:
+    """How a metric's cell value follows from its per-example scores, for resampling.
 
-    sacrebleu's ``BLEU.compute_bleu`` with ``smooth_method='exp'`` and
-    ``effective_order=False``, vectorised: the brevity penalty, the n-gram precisions
-    up to the first order without n-grams, NIST ("exp") smoothing of zero matches, and
-    0 when nothing matches at all. :func:`corpus_statistic` checks it against the
-    metric's own ``aggregate`` before trusting it.
+    ``kind``: "mean" (the default aggregate), "corpus" (``corpus`` maps summed sufficient
+    statistics, resamples × k, to one value per resample), "custom" (``aggregate`` runs
+    on every resample) or "unknown" (no interval; ``note`` says why, e.g. the metric's
+    plugin is not installed on this machine).
     """
-    sums = np.asarray(sums, dtype=float)
-    order = (sums.shape[1] - 2) // 2
-    hyp, ref = sums[:, 0], sums[:, 1]
-    correct, total = sums[:, 2 : 2 + order], sums[:, 2 + order : 2 + 2 * order]
-    with np.errstate(all="ignore"):
-        bp = np.where(hyp < ref, np.where(hyp > 0, np.exp(1.0 - ref / np.where(hyp > 0, hyp, 1.0)), 0.0), 1.0)
-        valid = np.cumprod(total > 0, axis=1).astype(bool)  # orders before the first with no n-grams
-        zero = (correct == 0) & valid
-        smooth = 2.0 ** np.cumsum(zero, axis=1)
-        safe_total = np.where(total > 0, total, 1.0)
-        prec = np.where(correct > 0, 100.0 * correct / safe_total, 100.0 / (smooth * safe_total))
-        prec = np.where(valid, prec, 0.0)
-        logp = np.where(prec > 0, np.log(np.where(prec > 0, prec, 1.0)), -9999999999.0)
-        score = bp * np.exp(logp.sum(axis=1) / order)
-    score = np.where(correct.sum(axis=1) > 0, score, 0.0)
-    return score / 100.0
+
+    kind: str = "mean"
+    corpus: Callable[[np.ndarray], np.ndarray] | None = None
+    aggregate: Callable[[list[ExampleScore]], float] | None = None
+    note: str = ""
 
 
-_FAST_CORPUS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"bleu": _bleu_from_sums}
-
-
-def corpus_statistic(metric: Metric) -> Callable[[np.ndarray], np.ndarray]:
-    """A function from summed sufficient statistics (resamples x k) to one value per resample.
-
-    The reference is ``metric.aggregate`` of a single score carrying the summed
-    statistics (aggregate sums statistics, so this is the corpus value of the resample).
-    A vectorised formula is used where one is known for the metric and agrees with
-    ``aggregate`` on the first rows it is given; otherwise ``aggregate`` runs per row.
-    """
-    fast = _FAST_CORPUS.get(metric.name)
-    state = {"fast_ok": None}
-
-    def slow(sums: np.ndarray) -> np.ndarray:
-        return np.array([float(metric.aggregate([ExampleScore(math.nan, tuple(float(v) for v in row))])) for row in sums], dtype=float)
-
-    def statistic(sums: np.ndarray) -> np.ndarray:
-        sums = np.atleast_2d(np.asarray(sums, dtype=float))
-        if fast is not None and state["fast_ok"] is None:
-            probe = sums[: min(8, sums.shape[0])]
-            try:
-                state["fast_ok"] = bool(np.allclose(fast(probe), slow(probe), rtol=1e-9, atol=1e-12, equal_nan=True))
-            except Exception:  # a metric whose statistics do not have the expected shape
-                state["fast_ok"] = False
-        if fast is not None and state["fast_ok"]:
-            return fast(sums)
-        return slow(sums)
-
-    return statistic
+MEAN = Aggregation()
 
 
 def _stats_matrix(scores: Sequence[ExampleScore]) -> np.ndarray | None:
@@ -256,16 +218,12 @@ def _stats_matrix(scores: Sequence[ExampleScore]) -> np.ndarray | None:
     return np.array([s.stats for s in scores], dtype=float)
 
 
-def _uses_mean(metric: Metric | None) -> bool:
-    return metric is None or type(metric).aggregate is Metric.aggregate
-
-
 # --------------------------------------------------------------------------- intervals
 
 
 def _interval(
     metric_name: str,
-    metric: Metric | None,
+    agg: Aggregation,
     scores: Sequence[ExampleScore],
     *,
     binary_human: bool,
@@ -282,26 +240,23 @@ def _interval(
             return lo, hi, "wilson"
         lo, hi = st.bootstrap_ci(values, np.mean, n_resamples=n_resamples, confidence=confidence, seed=seed)
         return lo, hi, "bootstrap"
-    matrix = _stats_matrix(scores) if metric is not None and not _uses_mean(metric) else None
-    if matrix is not None:
-        statistic = corpus_statistic(metric)
+    if agg.kind == "corpus" and agg.corpus is not None:
+        matrix = _stats_matrix(scores)
+        if matrix is None:
+            return None
         rng = np.random.default_rng(seed)
         idx = rng.integers(0, matrix.shape[0], size=(int(n_resamples), matrix.shape[0]))
         sums = _counts(idx, matrix.shape[0]) @ matrix
-        lo, hi = st._percentile_interval(statistic(sums), confidence)
+        lo, hi = st._percentile_interval(np.asarray(agg.corpus(sums), dtype=float), confidence)
         return lo, hi, "bootstrap-corpus"
-    if _uses_mean(metric):
+    if agg.kind == "mean":
         lo, hi = st.bootstrap_ci(values, np.mean, n_resamples=n_resamples, confidence=confidence, seed=seed)
         return lo, hi, "bootstrap"
-    # a custom aggregate without sufficient statistics: run it on every resample
-    lo, hi = st.bootstrap_ci(
-        values,
-        lambda v: metric.aggregate([ExampleScore(float(x)) for x in v]),
-        n_resamples=n_resamples,
-        confidence=confidence,
-        seed=seed,
-    )
-    return lo, hi, "bootstrap"
+    if agg.kind == "custom" and agg.aggregate is not None:
+        fn = agg.aggregate
+        lo, hi = st.bootstrap_ci(values, lambda v: fn([ExampleScore(float(x)) for x in v]), n_resamples=n_resamples, confidence=confidence, seed=seed)
+        return lo, hi, "bootstrap"
+    return None
 
 
 def _counts(idx: np.ndarray, n: int) -> np.ndarray:
@@ -313,35 +268,39 @@ def _counts(idx: np.ndarray, n: int) -> np.ndarray:
 
 def _paired(
     metric_name: str,
-    metric: Metric | None,
+    agg: Aggregation,
     a: Sequence[ExampleScore],
     b: Sequence[ExampleScore],
     *,
     seed: int,
     n_resamples: int,
     confidence: float,
-) -> dict[str, float]:
-    """Paired bootstrap of value(a) - value(b) over the same examples (row i of each)."""
-    matrix_a = _stats_matrix(a) if metric_name != HUMAN and metric is not None and not _uses_mean(metric) else None
-    matrix_b = _stats_matrix(b) if matrix_a is not None else None
-    if matrix_a is not None and matrix_b is not None and matrix_a.shape == matrix_b.shape:
-        statistic = corpus_statistic(metric)
+) -> dict[str, float] | None:
+    """Paired bootstrap of value(a) - value(b) over the same examples (row i of each); None when it cannot be resampled here."""
+    if metric_name != HUMAN and agg.kind == "corpus" and agg.corpus is not None:
+        matrix_a, matrix_b = _stats_matrix(a), _stats_matrix(b)
+        if matrix_a is None or matrix_b is None or matrix_a.shape != matrix_b.shape:
+            return None
+        statistic = agg.corpus
         n = matrix_a.shape[0]
-        observed = float(statistic(matrix_a.sum(axis=0, keepdims=True))[0] - statistic(matrix_b.sum(axis=0, keepdims=True))[0])
+        observed = float(np.asarray(statistic(matrix_a.sum(axis=0, keepdims=True)))[0] - np.asarray(statistic(matrix_b.sum(axis=0, keepdims=True)))[0])
         rng = np.random.default_rng(seed)
         counts = _counts(rng.integers(0, n, size=(int(n_resamples), n)), n)
-        boot = statistic(counts @ matrix_a) - statistic(counts @ matrix_b)
+        boot = np.asarray(statistic(counts @ matrix_a), dtype=float) - np.asarray(statistic(counts @ matrix_b), dtype=float)
         lo, hi = st._percentile_interval(boot, confidence)
         return {"diff": observed, "ci_low": lo, "ci_high": hi, "p_value": st._two_sided_bootstrap_p(boot, observed), "n": n}
     va = np.array([s.value for s in a], dtype=float)
     vb = np.array([s.value for s in b], dtype=float)
-    if metric_name == HUMAN or _uses_mean(metric):
+    if metric_name == HUMAN or agg.kind == "mean":
         return st.paired_bootstrap_test(va, vb, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    if agg.kind == "custom" and agg.aggregate is not None:
+        fn = agg.aggregate
 
-    def agg(v: np.ndarray) -> float:
-        return float(metric.aggregate([ExampleScore(float(x)) for x in v]))
+        def stat(v: np.ndarray) -> float:
+            return float(fn([ExampleScore(float(x)) for x in v]))
 
-    return st.paired_bootstrap_test(va, vb, statistic=agg, n_resamples=n_resamples, confidence=confidence, seed=seed)
+        return st.paired_bootstrap_test(va, vb, statistic=stat, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    return None
 
 
 # --------------------------------------------------------------------------- baseline and sweep
@@ -422,30 +381,6 @@ def _sorted(values: list[Any]) -> list[Any]:
         return sorted(values)
     except TypeError:
         return sorted(values, key=str)
-
-
-def sweep_defaults(exp: Any, plugins: Any) -> dict[str, Any] | None:
-    """The sweep's defaults, as every config's params spell them (the decoder's defaults filled in).
-
-    Read back from the experiment file (the validated experiment keeps only the configs);
-    None when it cannot be read.
-    """
-    import tomllib
-
-    try:
-        with open(exp.path, "rb") as fh:
-            raw = tomllib.load(fh)
-        cls = plugins.info("decoder", exp.decoder).cls
-    except Exception:
-        return None
-    given = (raw.get("sweep") or {}).get("defaults") or {}
-    out: dict[str, Any] = {}
-    for k, opt in cls.params.items():
-        v = given.get(k, opt.default)
-        if isinstance(v, int) and not isinstance(v, bool) and opt.type is float:
-            v = float(v)
-        out[k] = v
-    return out
 
 
 # --------------------------------------------------------------------------- correlations input
@@ -572,7 +507,7 @@ def agreement(ratings: Sequence[HumanRating], models: Sequence[str] | None = Non
 def build(
     results: Sequence[Mapping[str, Any]],
     *,
-    metrics: Mapping[str, Metric | None],
+    metrics: Mapping[str, Aggregation],
     configs: Sequence[tuple[str, Mapping[str, Any]]],
     defaults: Mapping[str, Any] | None = None,
     baseline: str | None = None,
@@ -589,8 +524,8 @@ def build(
 ) -> ReportData:
     """Intervals, paired tests against the baseline, agreement and correlations for ``results``.
 
-    ``metrics`` maps every automatic metric name to its plugin (None: the value is a
-    per-example mean); ``configs`` are the (name, params) of the configs in the report,
+    ``metrics`` maps every automatic metric name to how its value aggregates (see
+    :class:`Aggregation`); ``configs`` are the (name, params) of the configs in the report,
     in sweep order; ``defaults`` the sweep's default params (for the baseline and the
     plots); ``ratings`` the raw human ratings (for agreement and Wilson intervals).
     """
@@ -622,7 +557,7 @@ def build(
             binary = scales == {"binary"} if ratings else True
             found = _interval(
                 c.metric,
-                metrics.get(c.metric),
+                metrics.get(c.metric, MEAN),
                 [s for _, s in examples_of[key]],
                 binary_human=binary,
                 seed=cell_seed(seed, "ci", *key),
@@ -660,18 +595,22 @@ def build(
                     if len(shared) < 2:
                         comp.note = f"only {len(shared)} shared example{'s' if len(shared) != 1 else ''}"
                     else:
+                        agg = metrics.get(metric, MEAN)
                         res = _paired(
                             metric,
-                            metrics.get(metric),
+                            agg,
                             [a[e] for e in shared],
                             [b[e] for e in shared],
                             seed=cell_seed(seed, "paired", model, config, metric),
                             n_resamples=n_resamples,
                             confidence=confidence,
                         )
-                        comp.n = int(res["n"])
-                        comp.diff, comp.ci_low, comp.ci_high = _opt(res["diff"]), _opt(res["ci_low"]), _opt(res["ci_high"])
-                        comp.p_value = _opt(res["p_value"])
+                        if res is None:
+                            comp.note = agg.note or "these scores cannot be resampled"
+                        else:
+                            comp.n = int(res["n"])
+                            comp.diff, comp.ci_low, comp.ci_high = _opt(res["diff"]), _opt(res["ci_low"]), _opt(res["ci_high"])
+                            comp.p_value = _opt(res["p_value"])
                 family.append((cell, comp))
             ps = np.array([math.nan if comp.p_value is None else comp.p_value for _, comp in family], dtype=float)
             adjusted = st.holm(ps) if ps.size else ps
@@ -718,73 +657,48 @@ def build(
     )
 
 
-# --------------------------------------------------------------------------- from a runner
+# --------------------------------------------------------------------------- from recorded results
 
 
-def _current_gen_keys(runner: Any) -> set[str] | None:
-    """The generation keys the report's cells stand for (ratings of older generations are left out)."""
-    try:
-        eid = runner.engine().identity()
-        keys: set[str] = set()
-        for spec in runner.models():
-            state = runner.model_state(spec)
-            if not state.ready or (spec.finetune is not None and not state.adapter_sha):
-                continue
-            for config in runner.configs():
-                keys.update(k for _, k in runner.cell_keys(state, config, eid))
-        return keys
-    except Exception:
-        return None
+def aggregations(results: Results, plugins: Any) -> dict[str, Aggregation]:
+    """How each metric of ``results`` aggregates, from what the run recorded.
 
-
-def human_ratings(
-    store: Any, models: Sequence[str] | None = None, configs: Sequence[str] | None = None, gen_keys: set[str] | None = None
-) -> list[HumanRating]:
-    """Every imported rating with the cell it belongs to, read from the store (only ``gen_keys`` when given)."""
-    out = []
-    for model, config, gen_key, annotator, rating, scale in store.human_ratings():
-        if (models is None or model in models) and (configs is None or config in configs) and (gen_keys is None or gen_key in gen_keys):
-            out.append(HumanRating(model, config, gen_key, annotator, float(rating), scale))
+    A mean needs nothing; a corpus-level or custom aggregate needs the metric's plugin
+    class, created with the recorded settings (cheap: no model is loaded). Where the
+    plugin is not installed, the metric's intervals are left out with a note.
+    """
+    out: dict[str, Aggregation] = {}
+    settings = {m["name"]: m.get("settings") or {} for m in results.experiment.snapshot.get("metrics", [])}
+    for m in results.metrics:
+        kind = m.aggregation
+        if kind == "mean":
+            out[m.name] = MEAN
+            continue
+        try:
+            metric = plugins.create("metric", m.name, settings.get(m.name, {}))
+        except Exception as exc:  # not installed here: the recorded values still show
+            out[m.name] = Aggregation("unknown", note=f"no interval: the metric plugin '{m.name}' is not available here ({exc})")
+            continue
+        if kind == "corpus" and type(metric).aggregation() == "corpus":
+            out[m.name] = Aggregation("corpus", corpus=metric.corpus_values)
+        else:
+            out[m.name] = Aggregation("custom", aggregate=metric.aggregate)
     return out
 
 
-def provenance(runner: Any, *, seed: int, n_resamples: int, confidence: float) -> dict[str, Any]:
-    """Where every number comes from: versions, hardware, seeds, metric identities, models, decoding."""
-    import importlib.metadata as md
+def _rows(results: Results) -> list[dict[str, Any]]:
+    return [
+        {"model": v.model, "config": v.config, "metric": v.metric, "value": v.value, "n": v.n, "complete": v.complete,
+         "error": v.error, "metric_key": v.metric_key, "examples": list(v.examples)}
+        for v in results.values
+    ]
 
-    from . import __version__
-    from .runner import run_metadata
 
-    exp = runner.exp
-    meta = run_metadata(exp, "harness report")
-    for pkg in ("numpy", "scipy", "matplotlib", "sentence-transformers", "gguf", "pluggy", "click", "rich"):
-        try:
-            meta["versions"].setdefault(pkg, md.version(pkg))
-        except md.PackageNotFoundError:
-            pass
-    metrics = {}
-    for name in runner.metric_names():
-        try:
-            metrics[name] = runner.metric(name).identity()
-        except Exception as exc:  # identity should be cheap and safe; never let it sink the report
-            metrics[name] = {"error": f"{type(exc).__name__}: {exc}"}
-    models = {}
-    for spec in runner.models():
-        state = runner.model_state(spec)
-        models[spec.name] = {
-            "adapter_plugin": spec.adapter,
-            "base_model": spec.base_model,
-            "template": spec.template,
-            "identity": state.identity,
-            "finetune": asdict(spec.finetune) if spec.finetune else None,
-            "lora_adapter_sha256": state.adapter_sha,
-            "model_key": state.model_key,
-        }
-    try:
-        engine = runner.engine().identity()
-    except Exception as exc:
-        engine = {"error": str(exc)}
-    last = runner.store.last_run()
+def provenance(results: Results, *, seed: int, n_resamples: int, confidence: float) -> dict[str, Any]:
+    """Where every number comes from, as the run recorded it: versions, hardware, seeds, metric identities, models, decoding."""
+    exp = results.experiment
+    snap = exp.snapshot
+    last = results.runs[-1] if results.runs else None
     last_run = None
     if last:
         m = last.get("metadata") or {}
@@ -797,22 +711,32 @@ def provenance(runner: Any, *, seed: int, n_resamples: int, confidence: float) -
             "versions": m.get("versions"),
             "seconds": m.get("seconds"),
         }
-    ds = exp.dataset
+    models: dict[str, Any] = {}
+    engines: dict[str, Any] = {}
+    for cell in results.cells:
+        info = dict(cell.model_info)
+        models.setdefault(cell.model, {
+            "adapter_plugin": info.get("adapter_plugin"),
+            "base_model": info.get("base_model"),
+            "template": info.get("template"),
+            "identity": info.get("identity"),
+            "finetune": info.get("finetune"),
+            "lora_adapter_sha256": info.get("lora_adapter_sha256"),
+        })
+        engines[json.dumps(cell.engine, sort_keys=True)] = cell.engine
     return {
-        "harness": __version__,
-        "generated": _iso(time.time()),
-        "experiment_file": str(exp.path),
-        "store": str(runner.store.path),
-        "versions": meta["versions"],
-        "hardware": meta["hardware"],
+        "experiment_file": snap.get("registry"),
+        "versions": (last_run or {}).get("versions") or {},
+        "hardware": (last_run or {}).get("hardware") or {},
         "last_run": last_run,
-        "seeds": {**meta["seeds"], "report_bootstrap": seed},
+        "seeds": {"experiment": exp.seed, "split": (snap.get("dataset") or {}).get("seed"), "sweep": snap.get("sweep_seed"), "report_bootstrap": seed},
         "statistics": {"resamples": n_resamples, "confidence": confidence},
-        "dataset": {"source": ds.source, "test_size": ds.test_size, "train_size": ds.train_size, "split_seed": ds.seed, "settings": ds.settings},
-        "engine": {"name": exp.engine, "identity": engine, "settings": exp.engine_settings},
-        "metrics": metrics,
+        "dataset": snap.get("dataset"),
+        "engine": {"name": (snap.get("engine") or {}).get("name"), "identity": list(engines.values())[0] if len(engines) == 1 else list(engines.values()),
+                   "settings": (snap.get("engine") or {}).get("settings")},
+        "metrics": {m.name: m.identity for m in results.metrics},
         "models": models,
-        "decoding": {c.name: {"requested": dict(c.params), "effective": c.decoding.to_dict()} for c in runner.configs()},
+        "decoding": {c.config: {"requested": c.params, "effective": c.decoding} for c in results.cells if c.model == (results.models or ("",))[0]},
     }
 
 
@@ -822,9 +746,9 @@ def _iso(t: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def from_runner(
-    runner: Any,
-    results: Sequence[Mapping[str, Any]] | None = None,
+def from_results(
+    results: Results,
+    plugins: Any,
     *,
     baseline: str | None = None,
     seed: int | None = None,
@@ -833,28 +757,25 @@ def from_runner(
     with_correlations: bool = True,
     with_provenance: bool = True,
 ) -> ReportData:
-    """:func:`build` on a runner's results, its experiment and its store."""
-    exp = runner.exp
-    results = runner.results() if results is None else results
+    """:func:`build` on what a run recorded."""
+    exp = results.experiment
     seed = exp.seed if seed is None else seed
-    names = runner.metric_names()
-    metrics = {n: runner.metric(n) for n in names}
-    configs = [(c.name, dict(c.params)) for c in runner.configs()]
-    model_names = [m.name for m in runner.models()]
+    configs = [(c.name, dict(c.params)) for c in results.configs]
+    ratings = [HumanRating(r.model, r.config, r.item, r.annotator, r.rating, r.scale) for r in results.ratings]
     return build(
-        results,
-        metrics=metrics,
+        _rows(results),
+        metrics=aggregations(results, plugins),
         configs=configs,
-        defaults=sweep_defaults(exp, runner.plugins),
+        defaults=exp.sweep_defaults or None,
         baseline=baseline,
         all_configs=[c.name for c in exp.configs],
-        ratings=human_ratings(runner.store, model_names, [n for n, _ in configs], gen_keys=_current_gen_keys(runner)),
+        ratings=ratings,
         seed=seed,
         n_resamples=n_resamples,
         confidence=confidence,
         experiment=exp.name,
-        labels={n: (m.label or n) for n, m in metrics.items()},
-        higher_is_better={n: m.higher_is_better for n, m in metrics.items()},
+        labels={m.name: m.label for m in results.metrics},
+        higher_is_better={m.name: m.higher_is_better for m in results.metrics},
         with_correlations=with_correlations,
-        provenance=provenance(runner, seed=seed, n_resamples=n_resamples, confidence=confidence) if with_provenance else None,
+        provenance=provenance(results, seed=seed, n_resamples=n_resamples, confidence=confidence) if with_provenance else None,
     )

@@ -41,7 +41,7 @@ def _matplotlib():
     try:
         import matplotlib
     except ImportError as exc:
-        from .errors import MissingDependency
+        from ..errors import MissingDependency
 
         raise MissingDependency("matplotlib", "default", purpose="report plots") from exc
     matplotlib.use("Agg", force=False)

@@ -1,0 +1,1 @@
+"""Built-in executors: local (every job in this process)."""
