@@ -22,6 +22,7 @@ from rich.markup import escape
 from . import __version__
 from .errors import UserError
 from .plugins import Plugins, build_plugins
+from .progress import RichProgress
 
 err = Console(stderr=True, highlight=False)
 DEFAULT_REGISTRY = "registry.toml"
@@ -379,53 +380,6 @@ def _write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-class RichProgress:
-    """Progress bars on stderr for fine-tuning, generation and scoring."""
-
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            TextColumn("{task.fields[cell]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=err,
-            transient=False,
-        )
-        self._label = ""
-        self._tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> RichProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._progress.stop()
-
-    def note(self, label: str) -> None:
-        self._label = label
-
-    def task(self, description: str, total: int | None):
-        """One bar per description, reused: each new task of the same kind restarts it."""
-        label = self._label if description == "generating" else ""
-        task_id = self._tasks.get(description)
-        if task_id is None:
-            task_id = self._progress.add_task(description, total=total, info="", cell=label)
-            self._tasks[description] = task_id
-        else:
-            self._progress.reset(task_id, total=total, info="", cell=label)
-
-        def advance(n: int = 1, **fields: Any) -> None:
-            info = "  ".join(f"{k}={v}" for k, v in fields.items())
-            self._progress.update(task_id, advance=n, info=info)
-
-        return advance
 
 
 def _register_analyze() -> None:

@@ -173,6 +173,7 @@ class Runner:
             try:
                 tok = self._tokenizer(state) if spec.template == "chat" else None
                 pairs = data.train_pairs(train, spec.template, tok)
+                self._note(spec.name)
                 summary = state.adapter.train(spec, pairs, tmp, self.progress)
                 weights = tmp / "adapter_model.safetensors"
                 if not weights.exists():
@@ -343,6 +344,7 @@ class Runner:
         if not todo:
             self.store.clear_failure(cell)
             return
+        self._note(f"{state.spec.name} · {config.name}")
         try:
             scores = metric.score(todo, self.progress)
             if len(scores) != len(todo):
