@@ -120,8 +120,14 @@ class Plugin:
 class Progress(Protocol):
     """Progress reporting handed to long-running plugin methods.
 
-    ``task(description, total)`` returns a callable ``advance(n=1, **fields)``; fields
-    such as ``loss`` or ``tok_s`` are shown beside the bar.
+    ``task(description, total)`` starts one task — one cell's work, named by
+    ``description`` ("generating", "fine-tuning", a metric's label) — and returns a
+    callable ``advance(n=1, **fields)``. Fields such as ``loss`` or ``tok_s`` are shown
+    beside the bar, rounded for display (floats to 4 significant digits; a name ending
+    in ``_s`` is a rate per second, shown as ``/s``, whole from 10 on), so pass raw
+    numbers. A task is finished when it reaches ``total`` or the next task of the same
+    description starts; where the output is not a terminal, each finished task prints
+    one plain line.
     """
 
     def task(self, description: str, total: int | None) -> Callable[..., None]: ...

@@ -174,6 +174,9 @@ class TrainJob:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".train-", dir=parent))
         try:
+            note = getattr(progress, "note", None)
+            if note is not None:
+                note(spec.name)
             summary = adapter.train(spec, list(self.pairs), tmp, progress)
             weights = tmp / "adapter_model.safetensors"
             if not weights.exists():

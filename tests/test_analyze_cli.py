@@ -389,8 +389,10 @@ def test_report_baseline_from_defaults_and_override(fake_cli, tmp_path):
     rows = json.loads(invoke(fake_cli, "report", "--format", "json", "-r", registry).output)
     assert {r["config"] for r in rows if r["baseline"]} == {"top_k_50_num_beams_1_temp_0.8"}
     table = invoke(fake_cli, "report", "-r", registry).output
-    assert "top_k_50_num_beams_1_temp_0.8 (baseline)" in table
-    assert "its parameters are the sweep's defaults" in " ".join(table.split())
+    # the table labels configs by what differs from the defaults; the legend gives the full names
+    assert "│ defaults (base) " in table and "│ temp=0.0 " in table and "│ beams=2 " in table
+    assert "  defaults  top_k_50_num_beams_1_temp_0.8" in table and "  beams=2   top_k_50_num_beams_2_temp_0.8" in table
+    assert "Baseline: top_k_50_num_beams_1_temp_0.8 — its parameters are the sweep's defaults" in " ".join(table.split())
     assert "Krippendorff" not in table  # no ratings yet
     rows = json.loads(invoke(fake_cli, "report", "--format", "json", "--baseline", "top_k_50_num_beams_4_temp_0.8", "-r", registry).output)
     assert {r["config"] for r in rows if r["baseline"]} == {"top_k_50_num_beams_4_temp_0.8"}
@@ -404,7 +406,7 @@ def test_report_table_marks_and_agreement(fake_cli, tmp_path):
     import_ratings(fake_cli, tmp_path, registry, scale="binary")
     text = invoke(fake_cli, "report", "-r", registry).output
     flat = " ".join(text.split())
-    assert "(baseline)" in text and "†" in text
+    assert "(base)" in text and "†" in text
     assert "95% interval" in flat and "Holm" in flat
     assert "Krippendorff's alpha (nominal, binary ratings), all models" in flat
     likert = tmp_path / "likert"

@@ -81,7 +81,7 @@ def run_stages(registry: str, stages: tuple[str, ...], models, configs, metrics,
         status = "interrupted"
         try:
             with progress:
-                progress.line(f"run {run_id}: {command}")
+                progress.line(f"run {run_id}: {command} — {size.describe()}")
                 runner.run(stages)
             status = "failed" if runner.stats.failed_cells else "ok"
         finally:

@@ -66,21 +66,57 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def _ci(row, name: str, sep: str = " ") -> str:
+def _ci(row, name: str) -> str:
     v = row.value(name)
     if math.isnan(v):
         return "—"
     lo, hi = row.interval(name)
     if math.isnan(lo) or math.isnan(hi):
         return f"{v:.3f}"
-    return f"{v:.3f}{sep}[{lo:.3f}, {hi:.3f}]"
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 HEADER = ["Level", "Scope", "Metric", "n", "Pearson r [95% CI]", "Spearman ρ [95% CI]", "Kendall τ-b [95% CI]"]
+COEFFICIENTS = (("pearson", "Pearson r"), ("spearman", "Spearman ρ"), ("kendall", "Kendall τ-b"))
+#: the terminal table's interval layouts, richest first: the first whose tables fit is used
+LAYOUTS = ("interval", "interval-below", "pm", "pm-below")
+LEVEL_TITLES = {"system": "System level: one point per (model, config)", "example": "Example level: one point per rated generation"}
 
 
-def _body(rows, sep: str = " ") -> list[list[str]]:
-    return [[r.level, r.scope, r.metric, str(r.n), *(_ci(r, c, sep) for c in ("pearson", "spearman", "kendall"))] for r in rows]
+def _body(rows) -> list[list[str]]:
+    """The Markdown table's rows (one line each, full intervals)."""
+    return [[r.level, r.scope, r.metric, str(r.n), *(_ci(r, c) for c in ("pearson", "spearman", "kendall"))] for r in rows]
+
+
+def _cell(row, name: str, layout: str) -> str:
+    """One coefficient for the terminal table: its line breaks are chosen by ``layout``, never by wrapping."""
+    v = row.value(name)
+    if math.isnan(v):
+        return "—"
+    lo, hi = row.interval(name)
+    if math.isnan(lo) or math.isnan(hi):
+        return f"{v:.3f}"
+    interval = f"[{lo:.3f}, {hi:.3f}]" if layout.startswith("interval") else f"±{(hi - lo) / 2:.3f}"
+    return f"{v:.3f}{chr(10) if layout.endswith('-below') else ' '}{interval}"
+
+
+def _tables(rows, layout: str):
+    """One rich table per level (Scope | Metric | n | Pearson r | Spearman ρ | Kendall τ-b)."""
+    from rich.table import Table
+
+    out = []
+    for level in dict.fromkeys(r.level for r in rows):
+        table = Table(title=LEVEL_TITLES.get(level, f"{level} level"), title_justify="left")
+        table.add_column("Scope", no_wrap=True)
+        table.add_column("Metric", no_wrap=True)
+        table.add_column("n", justify="right", no_wrap=True)
+        for _, label in COEFFICIENTS:
+            table.add_column(label, justify="right", no_wrap=True)
+        for r in rows:
+            if r.level == level:
+                table.add_row(r.scope, r.metric, str(r.n), *(_cell(r, c, layout) for c, _ in COEFFICIENTS))
+        out.append(table)
+    return out
 
 
 def render(rows, findings: list[str], notes: list[str], fmt: str, *, title: str, source: dict[str, Any]) -> str:
@@ -105,19 +141,23 @@ def render(rows, findings: list[str], notes: list[str], fmt: str, *, title: str,
     import io
 
     from rich.console import Console
-    from rich.table import Table
+    from rich.measure import Measurement
 
     buf = io.StringIO()
-    width = max(100, _width())
+    width = max(_width(), 40)
     console = Console(file=buf, force_terminal=sys.stdout.isatty(), width=width)
-    table = Table(title=title, title_justify="left")
-    for i, h in enumerate(HEADER):
-        table.add_column(h, justify="left" if i < 3 else "right", no_wrap=i < 2)
-    body = _body(rows)
-    needed = sum(max(len(h), *(len(b[i]) for b in body)) + 3 for i, h in enumerate(HEADER)) + 1 if body else 0
-    for row in _body(rows, " " if needed <= width else "\n"):  # intervals under their value when a line would not fit
-        table.add_row(*row)
-    console.print(table)
+
+    def natural(table) -> int:
+        return Measurement.get(console, console.options.update_width(1_000_000), table).maximum
+
+    needed = {layout: max((natural(t) for t in _tables(rows, layout)), default=0) for layout in LAYOUTS}
+    layout = next((lay for lay in LAYOUTS if needed[lay] <= width), LAYOUTS[-1])
+    console.print(title, style="bold", highlight=False, markup=False)
+    for table in _tables(rows, layout):
+        console.print(table)
+    if layout.startswith("pm"):
+        wider = min(needed["interval"], needed["interval-below"])
+        method = f"±: half the width of the 95% interval [lo, hi] (shown in full from {wider} columns on, and by --format markdown or json). " + method
     console.print(method, style="dim", highlight=False, markup=False)
     for n in notes:
         console.print(n, style="yellow", highlight=False, markup=False)
@@ -128,6 +168,7 @@ def render(rows, findings: list[str], notes: list[str], fmt: str, *, title: str,
 
 
 def _width() -> int:
+    """The terminal's width (``COLUMNS`` when set; 120 when the output is not a terminal)."""
     import shutil
 
     return shutil.get_terminal_size((120, 24)).columns

@@ -6,6 +6,14 @@ its 95% interval ``[lo, hi]`` when the context has one; a ``†`` marks a value 
 differs significantly from the model's baseline config (paired test, Holm-corrected),
 and the baseline's row is labelled. Markdown also carries the agreement, correlation,
 findings, figure and provenance sections that ``harness report`` puts in the context.
+
+The terminal table fits the width it is given (``context["width"]``, else the
+terminal's): configs get short labels that say what differs from the sweep defaults
+(``temp=0.0``, ``beams=5``; the full names in a legend under the tables), and the
+intervals take the first layout whose tables fit — ``value [lo, hi]`` on one line, the
+interval under the value, ``value ±half-width`` on one line, or the ``±`` under the
+value (the Config column then wraps between parameters if it still must) — so no header
+and no number is cut. Markdown, CSV and JSON keep the full config names.
 """
 
 from __future__ import annotations
@@ -87,16 +95,24 @@ def _config_label(context: dict[str, Any], config: str) -> str:
     return f"{config} (baseline)" if config == _baseline_config(context) else config
 
 
-def legend_lines(context: dict[str, Any], rows: Sequence[ReportRow]) -> list[str]:
-    """The notes under the tables: intervals, significance marks, the baseline."""
+def legend_lines(context: dict[str, Any], rows: Sequence[ReportRow], *, intervals: str = "[lo, hi]", where_full: str = "") -> list[str]:
+    """The notes under the tables: intervals, significance marks, the baseline.
+
+    ``intervals`` says how the tables show them: ``"[lo, hi]"``, or ``"±"`` (half the
+    width) with ``where_full`` saying where the full ``[lo, hi]`` can be seen.
+    """
     out = []
     st = context.get("statistics") or {}
     conf = st.get("confidence", 0.95)
     if any(r.ci_low is not None for r in rows):
-        out.append(
-            f"[lo, hi]: {conf:.0%} interval — bootstrap over examples ({st.get('resamples', 1000)} resamples, seed {st.get('seed', 0)}; "
+        how = (
+            f"bootstrap over examples ({st.get('resamples', 1000)} resamples, seed {st.get('seed', 0)}; "
             "BLEU recomputed at corpus level per resample), Wilson for a binary human rate."
         )
+        if intervals == "±":
+            out.append(f"±: half the width of the {conf:.0%} interval [lo, hi]{f' ({where_full})' if where_full else ''} — {how}")
+        else:
+            out.append(f"[lo, hi]: {conf:.0%} interval — {how}")
     base = context.get("baseline") or {}
     if base.get("config"):
         alpha = st.get("significance_level", 1 - conf)
@@ -168,52 +184,192 @@ def comparison_table(context: dict[str, Any]) -> tuple[list[str], list[list[str]
     return header, body
 
 
+# --------------------------------------------------------------------------- terminal table
+
+#: shorter names of the standard decoder's parameters; any other parameter keeps its own name
+ABBREVIATIONS = {"temperature": "temp", "num_beams": "beams", "beam_sampling": "beam_sample", "max_new_tokens": "max_tokens"}
+#: appended to the baseline config's label in the terminal table
+BASE_MARK = " (base)"
+#: the terminal table's interval layouts, richest first: the first whose tables fit is used;
+#: when none does, the last one with the Config column wrapped between parameters
+LAYOUTS = ("interval", "interval-below", "pm", "pm-below")
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _short_names(context: dict[str, Any]) -> dict[str, str]:
+    """Each swept parameter's display name: its abbreviation unless that would clash with another parameter's name."""
+    sweep = context.get("sweep") or {}
+    keys = list(dict.fromkeys([*(k for p in (sweep.get("config_params") or {}).values() for k in p), *(sweep.get("defaults") or {})]))
+    wanted = {k: ABBREVIATIONS.get(k, k) for k in keys}
+    taken = list(wanted.values())
+    return {k: a if taken.count(a) == 1 else k for k, a in wanted.items()}
+
+
+def config_labels(context: dict[str, Any], configs: Sequence[str]) -> dict[str, str]:
+    """Short, unique labels for ``configs``: what each differs in from the sweep defaults.
+
+    With the defaults known (``context["sweep"]["defaults"]``) a config is labelled by the
+    parameters whose value differs from them (``temp=0.0``, ``temp=0.5 beams=2`` in a
+    grid) and the defaults themselves by ``defaults``; without them, by the values of the
+    parameters that vary between the configs. Parameter names are abbreviated for the
+    standard decoder (``temp``, ``beams``) and kept as they are for any other. A config
+    whose parameters are unknown, or whose label would not be unique, keeps its full name.
+    """
+    sweep = context.get("sweep") or {}
+    params_of: dict[str, dict[str, Any]] = sweep.get("config_params") or {}
+    defaults: dict[str, Any] = sweep.get("defaults") or {}
+    known = [c for c in configs if c in params_of]
+    keys = list(dict.fromkeys(k for c in known for k in params_of[c]))
+    short = _short_names(context)
+    varying = [k for k in keys if len({_param_text(params_of[c].get(k)) for c in known}) > 1]
+    labels: dict[str, str] = {}
+    for c in configs:
+        p = params_of.get(c)
+        if p is None:
+            labels[c] = c
+            continue
+        if defaults:
+            shown = [k for k in keys if k in p and (k not in defaults or _param_text(p[k]) != _param_text(defaults[k]))]
+            labels[c] = " ".join(f"{short[k]}={_param_text(p[k])}" for k in shown) or "defaults"
+        else:
+            labels[c] = " ".join(f"{short[k]}={_param_text(p.get(k))}" for k in varying) or c
+    counts: dict[str, int] = {}
+    for label in labels.values():
+        counts[label] = counts.get(label, 0) + 1
+    return {c: (label if counts[label] == 1 else c) for c, label in labels.items()}
+
+
+def config_legend(context: dict[str, Any], labels: dict[str, str], width: int) -> list[str]:
+    """Lines naming every config by its full name, packed into columns that fit ``width``; none when the labels are the names."""
+    entries = [(label, name) for name, label in labels.items() if label != name]
+    if not entries:
+        return []
+    sweep = context.get("sweep") or {}
+    defaults = sweep.get("defaults") or {}
+    varied = list((sweep.get("params") or {}).keys())
+    short = _short_names(context)
+    if defaults:
+        shown = ", ".join(f"{short[k]}={_param_text(defaults[k])}" for k in (varied or defaults) if k in defaults)
+        head = f"Configs by what differs from the sweep defaults ({shown})"
+    else:
+        head = "Configs by their swept parameters"
+    base = _baseline_config(context)
+    if base in labels:
+        head += f"; {BASE_MARK.strip()} marks the baseline"
+    renamed = [f"{a} = {k}" for k, a in short.items() if a != k and any(f"{a}=" in label for label in labels.values())]
+    if renamed:
+        head += f"; {', '.join(renamed)}"
+    out = [head + ". Full names:"]
+    lw = max(len(label) for label, _ in entries)
+    cells = [f"{label.ljust(lw)}  {name}" for label, name in entries]
+    cw = max(len(c) for c in cells)
+    per_line = max(1, (width - 2 + 4) // (cw + 4))
+    n_lines = -(-len(cells) // per_line)
+    for i in range(n_lines):
+        row = [cells[j] for j in range(i, len(cells), n_lines)]
+        out.append("  " + "    ".join(c.ljust(cw) for c in row).rstrip())
+    return out
+
+
+def _num(v: float | None) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _table_cell(r: ReportRow | None, *, best: bool, significant: bool, human: bool, layout: str):
+    """One cell of the terminal table as rich Text, its line breaks chosen by ``layout`` (never by wrapping)."""
+    from rich.text import Text
+
+    if r is None:
+        return Text("—")
+    if r.error and r.value is None:
+        return Text("failed", style="red")
+    value = _fmt(r.value)
+    if significant and _num(r.value):
+        value += SIGNIFICANT
+    interval = None
+    if _num(r.value) and _num(r.ci_low) and _num(r.ci_high):
+        interval = f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if layout.startswith("interval") else f"±{_fmt((r.ci_high - r.ci_low) / 2)}"
+    n_text = f"(n={r.n})" if human and _num(r.value) else None
+    below = layout.endswith("-below")
+    first = " ".join(t for t in (value, None if below else interval, n_text) if t)
+    text = Text()
+    text.append(first + (" *" if best else ""), style="bold green" if best else "")
+    if below and interval:
+        text.append("\n" + interval)
+    return text
+
+
 def _n_of(cells: dict[str, ReportRow]) -> int:
     return max((r.n for m, r in cells.items() if m != "human"), default=0)
+
+
+def _natural_width(console: Any, renderable: Any) -> int:
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update_width(1_000_000), renderable).maximum
 
 
 class TableReporter(Reporter):
     name = "table"
     is_default = True
     correlations = False
-    description = "rich terminal tables, one per model"
+    description = "rich terminal tables, one per model, fitted to the terminal's width"
 
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
         from rich.console import Console
         from rich.markup import escape
         from rich.table import Table
+        from rich.text import Text
 
         grid, best = _grid(rows, context)
         cols = _columns(context, rows)
-        width = context.get("width") or shutil.get_terminal_size((120, 24)).columns
+        width = max(int(context.get("width") or shutil.get_terminal_size((120, 24)).columns), 40)
         buf = io.StringIO()
-        console = Console(file=buf, force_terminal=context.get("color", False), width=max(width, 80))
-        # intervals go under their value when the table would not fit on one line per row
-        texts_all = [_cell_text(r, False, human=r.metric == "human", mark=("", "")) for r in rows]
-        config_w = max((len(c) + 11 for cs in grid.values() for c in cs), default=10)
-        cell_w = max((len(t) for t in texts_all), default=5) + 2
-        sep = " " if config_w + len(cols) * (cell_w + 3) + 10 <= max(width, 80) else "\n"
-        for model, configs in grid.items():
-            table = Table(title=f"{model}", title_justify="left", caption=context.get("caption_of", {}).get(model))
-            table.add_column("Config", no_wrap=True)
-            for _, label in cols:
-                table.add_column(label, justify="right")
-            table.add_column("n", justify="right")
-            for config, cells in configs.items():
-                texts = []
-                for metric, _ in cols:
-                    r = cells.get(metric)
-                    is_best = r is not None and r.value is not None and best.get((model, metric)) == r.value
-                    texts.append(
-                        _cell_text(r, is_best, human=metric == "human", mark=("[bold green]", " *[/]"), info=_info(context, model, config, metric), sep=sep)
-                    )
-                table.add_row(_config_label(context, config), *texts, str(_n_of(cells)))
+        console = Console(file=buf, force_terminal=context.get("color", False), width=width)
+        configs = list(dict.fromkeys(c for cs in grid.values() for c in cs))
+        labels = config_labels(context, configs)
+        base = _baseline_config(context)
+
+        def tables(layout: str, wrap_config: bool = False) -> list[Table]:
+            out = []
+            for model, model_configs in grid.items():
+                table = Table(title=Text(model), title_justify="left", caption=context.get("caption_of", {}).get(model))
+                table.add_column("Config", no_wrap=not wrap_config)
+                for _, label in cols:
+                    table.add_column(label, justify="right", no_wrap=True)
+                table.add_column("n", justify="right", no_wrap=True)
+                for config, cells in model_configs.items():
+                    texts = []
+                    for metric, _ in cols:
+                        r = cells.get(metric)
+                        info = _info(context, model, config, metric) or {}
+                        is_best = r is not None and _num(r.value) and best.get((model, metric)) == r.value
+                        texts.append(_table_cell(r, best=is_best, significant=bool(info.get("significant")), human=metric == "human", layout=layout))
+                    label = Text(labels[config] + (BASE_MARK if config == base else ""))
+                    table.add_row(label, *texts, str(_n_of(cells)))
+                out.append(table)
+            return out
+
+        needed = {layout: max((_natural_width(console, t) for t in tables(layout)), default=0) for layout in LAYOUTS}
+        layout = next((lay for lay in LAYOUTS if needed[lay] <= width), LAYOUTS[-1])
+        for table in tables(layout, wrap_config=needed[layout] > width):
             console.print(table)
         for f in context.get("failures", []):
             console.print(f"[red]failed[/] {escape(f['cell'])}: {escape(f['error'])}", markup=True, highlight=False)
         if grid:
             console.print("* best value in the column for that model", style="dim", highlight=False)
-            for line in legend_lines(context, rows):
+            for line in config_legend(context, labels, width):
+                console.print(line, style="dim", markup=False, highlight=False)
+            wider = min(needed["interval"], needed["interval-below"])
+            where = f"shown in full from {wider} columns on, and by the markdown, csv and json formats"
+            for line in legend_lines(context, rows, intervals="[lo, hi]" if layout.startswith("interval") else "±", where_full=where):
                 console.print(line, style="dim", markup=False, highlight=False)
         for line in agreement_lines(context):
             console.print(line, markup=False, highlight=False)
