@@ -688,6 +688,10 @@ class Executor(Plugin):
 
     kind = "executor"
 
+    def capacity(self, kind: str) -> int:
+        """How many jobs of ``kind`` can run at once (the runner splits a model's configs over that many generation jobs)."""
+        return 1
+
     def adapter_storage(self, output_dir: Path) -> Path | None:
         """Where training jobs write adapters so that generation jobs can read them: a folder every worker
         sees (the driver's output folder for a local executor), or None to send the files back to the driver."""

@@ -213,23 +213,33 @@ class Runner:
         pairs = tuple(data.train_pairs(train, spec.template, state.tokenizer))
         return jobs.TrainJob(f"train/{spec.name}", spec, pairs, state.train_key or "", str(storage) if storage else None)
 
-    def generate_job(self, spec: ModelSpec, train_job: jobs.TrainJob | None) -> jobs.GenerateJob:
+    def generate_jobs(self, spec: ModelSpec, train_job: jobs.TrainJob | None, parts: int) -> list[jobs.GenerateJob]:
+        """The model's generation as ``parts`` jobs over disjoint groups of configs (one model load each)."""
+        configs = self.configs()
+        parts = max(1, min(parts, len(configs)))
+        if parts == 1:
+            return [self.generate_job(spec, train_job)]
+        groups = [configs[i::parts] for i in range(parts)]
+        return [self.generate_job(spec, train_job, tuple(g), f"generate/{spec.name}/{i}") for i, g in enumerate(groups)]
+
+    def generate_job(self, spec: ModelSpec, train_job: jobs.TrainJob | None, configs: tuple[SweepConfig, ...] | None = None, job_id: str | None = None) -> jobs.GenerateJob:
         state = self.model_state(spec)
         _, test = self.split()
+        configs = tuple(self.configs()) if configs is None else configs
         if train_job is None:  # the adapter (or the base model) is known: exactly the planned keys that are stored
-            planned = [k for config in self.configs() for _, k in self._current_keys(spec, config) or []]
+            planned = [k for config in configs for _, k in self._current_keys(spec, config) or []]
             known = frozenset(self.store.existing_generations(planned))
         else:  # keys follow from the adapter the train job will make: what this model has made before
             known = frozenset(self.store.known_generation_keys(spec.name))
         return jobs.GenerateJob(
-            id=f"generate/{spec.name}",
+            id=job_id or f"generate/{spec.name}",
             spec=spec,
             identity=state.identity,
             template_id=state.template_id,
             engine=self.exp.engine,
             engine_settings=dict(self.exp.engine_settings),
             engine_identity=self.engine_identity(),
-            configs=tuple(self.configs()),
+            configs=configs,
             examples=tuple(test),
             sweep_seed=self.exp.sweep_seed,
             adapter=state.adapter,
@@ -314,17 +324,19 @@ class Runner:
         initial: list[Job] = []
         generation: list[Job] = []
         storage = self.executor.adapter_storage(self.exp.output_dir) if self.executor is not None else self.exp.output_dir
+        models = self.models()
+        parts = -(-self.executor.capacity("generate") // max(1, len(models))) if self.executor is not None else 1
         if "train" in stages or "generate" in stages:
-            for spec in self.models():
+            for spec in models:
                 tj = self.train_job(spec, storage)
                 if tj is not None:
                     initial.append(tj)  # every fine-tune first: a failing one shows early
                 elif spec.finetune is not None:
                     self.stats.reused_adapters += 1
                 if "generate" in stages:
-                    gj = self.generate_job(spec, tj)
-                    generation.append(gj)
-                    sink.pending_generation.add(gj.id)
+                    for gj in self.generate_jobs(spec, tj, parts):
+                        generation.append(gj)
+                        sink.pending_generation.add(gj.id)
         initial.extend(generation)
         if "score" in stages and not sink.pending_generation:
             initial.extend(self.score_jobs())

@@ -485,3 +485,25 @@ def test_report_without_results_is_a_user_error(cli, fake_registry) -> None:
     assert out.exit_code == 2
     assert "no results yet" in out.stderr and "Traceback" not in out.output
     assert not (fake_registry.parent / "out").exists()
+
+
+def test_an_executor_with_room_for_more_jobs_gets_each_models_configs_split(fake_plugins, tmp_path) -> None:
+    """With capacity for 5 generation jobs and 2 models, each model's configs go to 3 jobs (one model load each); results are the same."""
+
+    class Wide(LocalExecutor):
+        def capacity(self, kind: str) -> int:
+            return 5
+
+    one = fakes.write_registry(tmp_path / "one.toml", output_dir="one")
+    wide = fakes.write_registry(tmp_path / "wide.toml", output_dir="wide")
+    _, expected = run(one, fake_plugins)
+    exp = load_experiment(wide, fake_plugins)
+    store = Store(exp.output_dir)
+    try:
+        store.start_run("test", {"experiment_snapshot": exp.snapshot(fake_plugins)})
+        fakes.reset()
+        Runner(exp, fake_plugins, store, executor=Wide()).run(STAGES)
+        assert fakes.FakeEngine.open_calls == 6
+        assert results(store) == expected
+    finally:
+        store.close()
