@@ -235,3 +235,15 @@ def test_the_core_names_no_built_in_plugin() -> None:
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in builtin and (rel, node.value) not in allowed:
                 found.append(f"{rel}:{node.lineno} {node.value!r}")
     assert not found, found
+
+
+def test_runs_lists_runs_and_pins_a_runs_versions(cli, fake_registry) -> None:
+    assert cli("run", "--all", "-r", fake_registry).exit_code == 0
+    listing = cli("runs", "-r", fake_registry)
+    assert listing.exit_code == 0 and " ok " in listing.stdout and "harness" in listing.stdout
+    pins = cli("runs", "--requirements", 1, "-r", fake_registry)
+    assert pins.exit_code == 0
+    import importlib.metadata as md
+
+    assert f"numpy=={md.version('numpy')}" in pins.stdout.splitlines()
+    assert cli("runs", "--requirements", 7, "-r", fake_registry).exit_code == 2

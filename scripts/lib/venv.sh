@@ -4,7 +4,7 @@
 # The caller sets NAME (for messages), VENV, PYTHON, STAMP and the array REQUIREMENTS, then:
 #   venv_skip_if_current "$0"        exits 0 when the stamp matches (prints that it is up to date)
 #   venv_install "<extras>"          creates the venv if needed, installs REQUIREMENTS and the
-#                                    project (editable, with <extras>); exits 1 with pip's log on failure
+#                                    project (editable, with <extras>, or none for ""); exits 1 with pip's log on failure
 #   venv_done                        writes the stamp and reports time and size
 # The stamp is the hash of the requirement set, pyproject.toml, the calling script, this file and
 # the Python version.
@@ -39,7 +39,9 @@ venv_install() {
   local log
   log="$(mktemp)"
   # one resolve: the requirements first, so a local torch wheel satisfies exact pins
-  if ! "${PIP[@]}" install --quiet "${REQUIREMENTS[@]}" -e "$ROOT[$extras]" >"$log" 2>&1; then
+  local project="$ROOT"
+  [[ -n "$extras" ]] && project="$ROOT[$extras]"
+  if ! "${PIP[@]}" install --quiet "${REQUIREMENTS[@]}" -e "$project" >"$log" 2>&1; then
     grep -v "is ignored: it is neither a file nor a directory" "$log" >&2 || true
     rm -f "$log"
     echo "$NAME: pip install failed" >&2

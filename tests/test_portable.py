@@ -1,0 +1,97 @@
+"""Issue 9, done-when: a run's output folder, copied to another directory, reads the same in a virtualenv
+holding only the core package (no torch, no transformers, no metric libraries).
+
+The run uses the fake model and engine with the real BLEU plugin (a corpus-level metric, so its
+intervals need the plugin's numpy resampling) and a mean metric; two stand-in annotators rate an
+exported sheet. The copy is read by `.venv-core` (built by scripts/core-env.sh) as a subprocess.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import fakes
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE = ROOT / ".venv-core"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def core_harness() -> Path:
+    subprocess.run(["bash", str(ROOT / "scripts" / "core-env.sh")], check=True, capture_output=True, text=True)
+    probe = subprocess.run([str(CORE / "bin" / "python"), "-c", "import torch"], capture_output=True, text=True)
+    assert probe.returncode != 0, "the core venv must not hold torch"
+    for lib in ("transformers", "sacrebleu", "rouge_score", "bert_score"):
+        assert subprocess.run([str(CORE / "bin" / "python"), "-c", f"import {lib}"], capture_output=True).returncode != 0, lib
+    return CORE / "bin" / "harness"
+
+
+def _rate(sheet: Path) -> None:
+    with sheet.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for annotator in ("ann1", "ann2"):
+        for r in rows:
+            value = int(hashlib.sha256(f"{r['item_id']}{annotator}".encode()).hexdigest(), 16) % 2
+            out.append(r | {"rating": str(value), "annotator": annotator})
+    with sheet.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(out[0]))
+        w.writeheader()
+        w.writerows(out)
+
+
+def _core(harness: Path, *args: str) -> str:
+    proc = subprocess.run([str(harness), *map(str, args)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture
+def cli_with_bleu(cli, fake_plugins, monkeypatch):
+    """The fakes plus the real BLEU plugin."""
+    import harness_metrics.bleu
+
+    import harness.cli.common
+    from harness.plugins import build_plugins
+
+    extra = build_plugins(entry_points=False, extra=[harness_metrics.bleu])
+    fake_plugins.by_kind["metric"].update(extra.by_kind["metric"])
+    monkeypatch.setattr(harness.cli.common, "build_plugins", lambda **kwargs: fake_plugins)
+    return cli
+
+
+def test_reading_commands_give_the_same_output_with_only_the_core_installed(cli_with_bleu, tmp_path, core_harness) -> None:
+    cli = cli_with_bleu
+    registry = fakes.write_registry(tmp_path / "registry.toml", metrics=["bleu", "fake-len"])
+    assert cli("run", "--all", "-r", registry).exit_code == 0
+    sheet = tmp_path / "sheet.csv"
+    assert cli("human", "export", "-o", sheet, "-n", 6, "-r", registry).exit_code == 0
+    _rate(sheet)
+    assert cli("human", "import", sheet, "-r", registry).exit_code == 0
+
+    here, there = tmp_path / "copy-main", tmp_path / "laptop" / "results"
+    shutil.copytree(tmp_path / "out", here)
+    shutil.copytree(tmp_path / "out", there)
+
+    def main(*args: str) -> str:
+        result = cli(*args)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    assert _core(core_harness, "report", "--store", there, "--format", "json") == main("report", "--store", here, "--format", "json")
+    assert _core(core_harness, "analyze", "--store", there, "--format", "json") == main("analyze", "--store", here, "--format", "json")
+    _core(core_harness, "human", "export", "--store", there, "-o", tmp_path / "core_sheet.csv", "-n", 6)
+    main("human", "export", "--store", here, "-o", tmp_path / "main_sheet.csv", "-n", 6)
+    assert (tmp_path / "core_sheet.csv").read_text() == (tmp_path / "main_sheet.csv").read_text()
+    # the BLEU column has intervals there too (the plugin's numpy resampling, no sacrebleu)
+    report = _core(core_harness, "report", "--store", there, "--format", "csv")
+    bleu = [line for line in report.splitlines() if ",bleu," in line]
+    assert bleu and all(line.split(",")[5] and line.split(",")[6] for line in bleu)
