@@ -249,7 +249,7 @@ class HubSource(DatasetSource):
     }
 
     def _setting(self, key: str) -> str:
-        return str(self.settings.get(key, self.options[key].default))
+        return str(self.settings[key])
 
     def fingerprint(self, base_dir: Path) -> dict[str, Any]:
         return {

@@ -46,7 +46,7 @@ class SyntheticSource(DatasetSource):
 
     @property
     def n(self) -> int:
-        return int(self.settings.get("n", self.options["n"].default))
+        return int(self.settings["n"])
 
     def fingerprint(self, base_dir: Path) -> dict[str, Any]:
         return {"source": self.name, "sha256": hashlib.sha256(_shipped_bytes()).hexdigest(), "n": self.n}

@@ -230,7 +230,7 @@ class BertScoreMetric(Metric):
     }
 
     def __init__(self, settings: dict[str, Any] | None = None):
-        super().__init__({**{k: o.default for k, o in self.options.items()}, **(settings or {})})
+        super().__init__(settings)
         self._resolved: ResolvedModel | None = None
         self._layers: int | None = None
         self._device_name: str | None = None

@@ -29,7 +29,7 @@ class RougeLMetric(Metric):
     }
 
     def __init__(self, settings: dict[str, Any] | None = None):
-        super().__init__({**{k: o.default for k, o in self.options.items()}, **(settings or {})})
+        super().__init__(settings)
         self._scorer: Any = None
 
     def identity(self) -> dict[str, Any]:
