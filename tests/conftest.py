@@ -28,6 +28,7 @@ def fake_plugins():
     import harness_datasets.synthetic
     import harness_decoders.standard
     import harness_ratings.csv_format
+    import harness_ratings.label_studio
     import harness_reporters.builtin
 
     from harness.plugins import build_plugins
@@ -35,7 +36,7 @@ def fake_plugins():
     fakes.reset()
     plugins = build_plugins(
         entry_points=False,
-        extra=[fakes, harness_decoders.standard, harness_reporters.builtin, harness_ratings.csv_format, harness_datasets.synthetic, harness_datasets.alpaca],
+        extra=[fakes, harness_decoders.standard, harness_reporters.builtin, harness_ratings.csv_format, harness_ratings.label_studio, harness_datasets.synthetic, harness_datasets.alpaca],
     )
     assert not plugins.failures, plugins.failures
     return plugins

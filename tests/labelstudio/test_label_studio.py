@@ -117,3 +117,70 @@ def test_off_scale_and_twice_rated_are_refused(label_studio, annotators, tmp_pat
     assert "rating 7 is off the likert scale" in message
     assert f"item {items[1].item_id!r} is rated more than once by 'label-studio user {annotators[0].user_id}'" in message
     save_fixture(path, "likert-bad.json")
+
+
+def test_store_round_trip(label_studio, annotators, cli, fake_registry, tmp_path):
+    """harness run -> human export --format label-studio -> Label Studio -> human import -> report (Human column, alpha).
+
+    Uses the CLI and store of today (as tests/test_human_cli.py does); Label Studio sits where the
+    spreadsheet sits there.
+    """
+    import hashlib
+    import sqlite3
+
+    from harness import stats
+    from harness.human import to_unit
+    from harness.store import STORE_NAME
+
+    assert cli("run", "--all", "-r", fake_registry).exit_code == 0
+    folder = tmp_path / "to-label-studio"
+    exported = cli("human", "export", "--format", "label-studio", "-o", folder, "-n", 1, "-r", fake_registry)
+    assert exported.exit_code == 0, exported.output
+    text = (folder / "tasks.json").read_text(encoding="utf-8")
+    assert "fake-base" not in text and "fake-tuned" not in text and "num_beams" not in text  # blinded
+    tasks = json.loads(text)
+    scale = tasks[0]["data"]["harness_export"].split(" ")[1]
+
+    def decide(index, annotator, data):
+        bit = hashlib.sha256(data["item_id"].encode()).digest()[0] % 2
+        if annotators.index(annotator) == 1:
+            if index == 0:
+                return CANCEL
+            if index % 5 == 1:
+                bit = 1 - bit  # some disagreement
+        return float(bit) if scale == "binary" else float(1 + 4 * bit)
+
+    done = round_trip(label_studio, folder, annotators, decide, tmp_path / "from-ls", title="harness store round trip")
+    imported = cli("human", "import", "--format", "label-studio", done.exports["with_users"], "-r", fake_registry)
+    assert imported.exit_code == 0, imported.output
+    given: dict[str, dict[str, float]] = {}
+    for item_id, email, value, _ in done.submitted:
+        if value != CANCEL:
+            given.setdefault(item_id, {})[email] = value
+    n_ratings = sum(len(v) for v in given.values())
+    assert f"imported {n_ratings} new {scale} rating(s) from 2 annotator(s): ann.one@example.org, ann.two@example.org" in imported.stdout
+
+    # the Human column: per cell, the mean over its items of the mean over annotators (on 0-1)
+    con = sqlite3.connect(fake_registry.parent / "out" / STORE_NAME)
+    try:
+        cells = con.execute("SELECT item_id, model, config FROM human_items").fetchall()
+    finally:
+        con.close()
+    per_cell: dict[tuple[str, str], list[float]] = {}
+    for item_id, model, config in cells:
+        if item_id in given:
+            values = [to_unit(v, scale) for v in given[item_id].values()]
+            per_cell.setdefault((model, config), []).append(sum(values) / len(values))
+    report = json.loads(cli("report", "--format", "json", "-r", fake_registry).stdout)
+    human = {(r["model"], r["config"]): r for r in report if r["metric"] == "human"}
+    assert set(human) == set(per_cell) and len(human) == 2 * 12
+    for cell, row in human.items():
+        assert row["n"] == len(per_cell[cell])
+        assert row["value"] == pytest.approx(sum(per_cell[cell]) / len(per_cell[cell]))
+
+    # Krippendorff's alpha over the items both annotators rated
+    level = "nominal" if scale == "binary" else "ordinal"
+    expected = stats.krippendorff_alpha([v for v in given.values() if len(v) == 2], level=level)
+    markdown = cli("report", "--format", "markdown", "-r", fake_registry).stdout
+    line = next(x for x in markdown.splitlines() if "Krippendorff's alpha" in x and "all" in x.lower())
+    assert f"({level}, {scale} ratings)" in line and f"{expected:.3f}" in line, line
