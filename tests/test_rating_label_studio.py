@@ -276,3 +276,19 @@ def test_only_cancelled_annotations(tmp_path):
     path = tmp_path / "all-cancelled.json"
     path.write_text(json.dumps(raw))
     assert_refused(path, known("binary"), "no ratings found")
+
+
+@pytest.mark.parametrize("scale_name,value", [("binary", 1.0), ("likert", 4.0), ("pairwise", 0.0)])
+def test_reads_what_was_clicked_in_label_studio(scale_name, value):
+    """Exports of annotations made by clicking in Label Studio's own labeling page (choice aliases, stars, Skip)."""
+    path = FIXTURES / f"{scale_name}-clicked.json"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    items = rating_samples.items(scale_name, n=2)
+    [done] = [a for t in raw for a in t["annotations"] if not a["was_cancelled"]]
+    [skipped] = [a for t in raw for a in t["annotations"] if a["was_cancelled"]]
+    assert skipped["result"] == [] and done["completed_by"] == skipped["completed_by"]
+    ratings, scale = read_export(path, rating_samples.by_id(items))
+    assert scale.name == scale_name
+    assert [(r.item_id, r.annotator, r.value, r.comment) for r in ratings] == [
+        (items[0].item_id, f"label-studio user {done['completed_by']}", value, "clicked in Label Studio")
+    ]

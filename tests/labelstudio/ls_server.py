@@ -272,6 +272,16 @@ def round_trip(
     return RoundTrip(project.id, list(annotators), created, submitted, exports)
 
 
+def save_fixture(path: Path, name: str) -> None:
+    """Copy a real export to $HARNESS_LS_FIXTURES/NAME when that variable is set (how tests/fixtures/label_studio is made)."""
+    import shutil
+
+    target = os.environ.get("HARNESS_LS_FIXTURES")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, Path(target) / name)
+
+
 def download_plain(server: LabelStudioServer, project_id: int, path: Path) -> Path:
     """The JSON export the project's Export button downloads (every task, ``completed_by`` as the user's number)."""
     data = b"".join(server.client().projects.exports.download_sync(project_id, export_type="JSON", download_all_tasks=True))

@@ -9,9 +9,6 @@ exports are also copied to DIR (how tests/fixtures/label_studio was made).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 
@@ -19,16 +16,9 @@ import rating_samples
 from harness.api import RatingScale
 from harness.errors import UserError
 from harness_ratings.label_studio import LabelStudioRatingFormat, write_export
-from ls_server import CANCEL, download_plain, result_for, round_trip
+from ls_server import CANCEL, download_plain, result_for, round_trip, save_fixture
 
 pytestmark = pytest.mark.slow
-
-
-def save_fixture(path: Path, name: str) -> None:
-    target = os.environ.get("HARNESS_LS_FIXTURES")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, Path(target) / name)
 
 
 @pytest.mark.parametrize("scale_name", ["binary", "likert", "pairwise"])
