@@ -42,6 +42,7 @@ CHROMIUM = _find("/usr/bin/chromium", shutil.which("chromium"))
 CHROMEDRIVER = _find("/usr/bin/chromedriver", shutil.which("chromedriver"))
 
 pytestmark = [
+    pytest.mark.slow,  # each test takes seconds, the module ~20 s with browser starts
     pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="Chromium or chromium-driver is not installed (Debian: apt-get install -y chromium chromium-driver)"),
 ]
 

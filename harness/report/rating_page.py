@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import threading
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -464,30 +463,3 @@ def _allowed(scale: RatingScale) -> str:
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
-
-def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - a manual demo: python -m harness.report.rating_page
-    """Serve a few made-up items from memory, to try the page out."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--scale", choices=list(RatingScale.SCALES), default="likert")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--annotator")
-    args = parser.parse_args(argv)
-    scale = RatingScale(args.scale)
-    items = [
-        RatingItem(f"demo{i}", f"Instruction {i}", "" if i % 2 else f"input {i}", f"reference {i}", (f"left {i}", f"right {i}") if scale.pairwise else (f"output {i}",))
-        for i in range(5)
-    ]
-    server = serve(MemoryBackend(items, scale), port=args.port, annotator=args.annotator, log=lambda line: print(line, file=sys.stderr))
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
