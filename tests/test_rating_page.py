@@ -130,7 +130,8 @@ def test_page_is_self_contained(page):
         assert external not in html, external
     assert re.findall(r'href="([^"]*)"', html) == ["data:,"]  # the (empty) icon, so the browser asks for no favicon
     csp = response.getheader("Content-Security-Policy")
-    assert "default-src 'none'" in csp and "connect-src 'self'" in csp
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "unsafe-inline" not in csp
+    assert csp.count("'sha256-") == 2  # the one script and the one style block
 
 
 def test_config_and_session(page):

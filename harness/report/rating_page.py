@@ -29,7 +29,8 @@ The JSON API (every error is ``{"error": MESSAGE}``; ``annotator`` is a query pa
 
 Requests whose ``Host`` is not this loopback address and port are refused (a web page cannot
 reach the server through a DNS name it controls), and the page is sent with a
-Content-Security-Policy that forbids loading anything from elsewhere.
+Content-Security-Policy that allows its own inline script and style (by hash) and fetches to
+this server, and nothing else.
 
 The backend is the seam to the store: :class:`MemoryBackend` keeps ratings in memory (tests,
 demos); a store-backed one implements the same three methods and writes each rating durably
@@ -69,10 +70,23 @@ MAX_COMMENT = 5000
 MAX_BODY = 64 * 1024
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
-_CSP = (
-    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
-    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
+
+
+def _content_security_policy(page: bytes) -> str:
+    """Allow exactly the page's own inline script and style (by hash), fetches to this server, and nothing else."""
+    import base64
+    import re
+
+    def hashes(tag: str) -> str:
+        blocks = re.findall(rb"<" + tag.encode() + rb">(.*?)</" + tag.encode() + rb">", page, flags=re.S)
+        if not blocks:
+            raise ValueError(f"rating_page.html has no <{tag}> block")
+        return " ".join("'sha256-" + base64.b64encode(hashlib.sha256(b).digest()).decode() + "'" for b in blocks)
+
+    return (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; connect-src 'self'; "
+        "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
 
 
 # --------------------------------------------------------------------------- the backend protocol
@@ -205,6 +219,7 @@ class RatingServer(ThreadingHTTPServer):
         self.annotator = check_annotator(annotator) if annotator is not None else None
         self.log = log
         self.page = resources.files(__package__).joinpath("rating_page.html").read_bytes()
+        self.csp = _content_security_policy(self.page)
         self._thread: threading.Thread | None = None
         super().__init__(address, _Handler)
 
@@ -436,7 +451,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
-        self.send_header("Content-Security-Policy", _CSP)
+        self.send_header("Content-Security-Policy", self.server.csp)
         self.end_headers()
         if not head:
             self.wfile.write(data)
