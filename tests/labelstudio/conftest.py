@@ -12,8 +12,6 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-pytest.importorskip("label_studio", reason="Label Studio is tested in .venv-labelstudio: make test-labelstudio")
-
 
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory):

@@ -12,7 +12,9 @@ import json
 
 import pytest
 
-import rating_samples
+pytest.importorskip("label_studio", reason="Label Studio is tested in .venv-labelstudio: make test-labelstudio")
+
+import rating_samples  # noqa: E402
 from harness.api import RatingScale
 from harness.errors import UserError
 from harness_ratings.label_studio import LabelStudioRatingFormat, write_export

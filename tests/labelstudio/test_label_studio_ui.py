@@ -13,7 +13,9 @@ import shutil
 
 import pytest
 
-import rating_samples
+pytest.importorskip("label_studio", reason="Label Studio is tested in .venv-labelstudio: make test-labelstudio")
+
+import rating_samples  # noqa: E402
 from harness.api import PAIR_RIGHT, RatingScale
 from harness_ratings.label_studio import read_export, write_export
 from ls_server import ANNOTATOR_PASSWORD, download_plain, save_fixture
