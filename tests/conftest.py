@@ -29,6 +29,7 @@ def fake_plugins():
     import harness_decoders.standard
     import harness_executors.local
     import harness_ratings.csv_format
+    import harness_ratings.label_studio
     import harness_reporters.builtin
 
     from harness.plugins import build_plugins
@@ -36,7 +37,8 @@ def fake_plugins():
     fakes.reset()
     plugins = build_plugins(
         entry_points=False,
-        extra=[fakes, harness_decoders.standard, harness_reporters.builtin, harness_ratings.csv_format, harness_executors.local, harness_datasets.synthetic, harness_datasets.alpaca],
+        extra=[fakes, harness_decoders.standard, harness_reporters.builtin, harness_ratings.csv_format, harness_ratings.label_studio,
+               harness_executors.local, harness_datasets.synthetic, harness_datasets.alpaca],
     )
     assert not plugins.failures, plugins.failures
     return plugins

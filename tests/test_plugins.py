@@ -69,7 +69,7 @@ def test_extra_registers_every_kind_directly(fake_plugins) -> None:
     assert "fake-data" in fake_plugins.names("dataset")
     assert fake_plugins.names("decoder") == ["standard"]
     assert fake_plugins.names("reporter") == ["csv", "json", "markdown", "table"]
-    assert fake_plugins.names("rating_format") == ["csv"]
+    assert fake_plugins.names("rating_format") == ["csv", "label-studio"]
     assert fake_plugins.names("executor") == ["local"]
     info = fake_plugins.info("metric", "fake-len")
     assert info.cls is fakes.FakeLenMetric
