@@ -569,6 +569,8 @@ class RatingItem:
     input: str
     reference: str
     outputs: tuple[str, ...]
+    #: the scale the item was exported for ("binary", "likert", "pairwise"; "" when unknown)
+    scale: str = ""
 
     @property
     def pairwise(self) -> bool:

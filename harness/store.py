@@ -80,7 +80,7 @@ CREATE TABLE IF NOT EXISTS runs(
 CREATE TABLE IF NOT EXISTS human_items(
   item_id TEXT PRIMARY KEY, gen_key TEXT NOT NULL, model TEXT NOT NULL, config TEXT NOT NULL,
   example_id TEXT NOT NULL, exported REAL NOT NULL,
-  gen_key_b TEXT, config_b TEXT, model_b TEXT, a_on_left INTEGER);
+  gen_key_b TEXT, config_b TEXT, model_b TEXT, a_on_left INTEGER, scale TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS human_ratings(
   item_id TEXT NOT NULL, annotator TEXT NOT NULL, rating REAL NOT NULL, scale TEXT NOT NULL,
   source TEXT NOT NULL, imported REAL NOT NULL, comment TEXT NOT NULL DEFAULT '',
@@ -106,13 +106,14 @@ class CellRecord:
 
 
 class Store:
-    def __init__(self, directory: Path, *, create: bool = True):
+    def __init__(self, directory: Path, *, create: bool = True, threads: bool = False):
         self.directory = Path(directory)
         self.path = self.directory / STORE_NAME
         try:
             if create:
                 self.directory.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            # threads: the connection is used from several threads (the rating page), one at a time (the caller locks)
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=not threads)
             self.db.execute("PRAGMA journal_mode=WAL")
         except (OSError, sqlite3.Error) as exc:
             why = getattr(exc, "strerror", None) or str(exc)
@@ -143,8 +144,8 @@ class Store:
             )
 
     @classmethod
-    def open_existing(cls, directory: Path) -> Store | None:
-        return cls(directory, create=False) if (Path(directory) / STORE_NAME).exists() else None
+    def open_existing(cls, directory: Path, *, threads: bool = False) -> Store | None:
+        return cls(directory, create=False, threads=threads) if (Path(directory) / STORE_NAME).exists() else None
 
     def close(self) -> None:
         self.db.close()
@@ -381,13 +382,53 @@ class Store:
 
     # -- human ratings
 
-    def save_human_items(self, items: Sequence[tuple[str, str, str, str, str]]) -> None:
+    def save_human_items(self, items: Sequence[tuple[str, str, str, str, str]], scale: str = "") -> None:
+        """Items of one output: (item_id, gen_key, model, config, example_id), exported for ``scale``.
+
+        An item already known keeps its row; its scale is updated when it is exported for another one.
+        """
         now = time.time()
         with self._tx():
             self.db.executemany(
-                "INSERT OR REPLACE INTO human_items(item_id, gen_key, model, config, example_id, exported) VALUES(?,?,?,?,?,?)",
-                [(*i, now) for i in items],
+                "INSERT OR IGNORE INTO human_items(item_id, gen_key, model, config, example_id, exported, scale) VALUES(?,?,?,?,?,?,?)",
+                [(*i, now, scale) for i in items],
             )
+            if scale:
+                self.db.executemany("UPDATE human_items SET scale=? WHERE item_id=?", [(scale, i[0]) for i in items])
+
+    def save_pair_items(self, items: Sequence[tuple[str, str, str, str, str, str, str, bool]]) -> None:
+        """Pairwise items: (item_id, gen_key_a, gen_key_b, model, config_a, config_b, example_id, a_on_left)."""
+        now = time.time()
+        with self._tx():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO human_items(item_id, gen_key, gen_key_b, model, model_b, config, config_b, example_id, a_on_left, exported, scale) "
+                "VALUES(?,?,?,?,?,?,?,?,?,?,'pairwise')",
+                [(i, ga, gb, m, m, ca, cb, e, int(left), now) for i, ga, gb, m, ca, cb, e, left in items],
+            )
+
+    def human_items(self) -> list[dict[str, Any]]:
+        """Every exported item: ids, generation keys, cell(s), example, and for pairs the sides as shown."""
+        cols = ("item_id", "gen_key", "gen_key_b", "model", "model_b", "config", "config_b", "example_id", "a_on_left", "scale")
+        return [dict(zip(cols, r)) for r in self.db.execute(f"SELECT {', '.join(cols)} FROM human_items ORDER BY item_id")]
+
+    def add_rating(self, item_id: str, annotator: str, value: float, scale: str, source: str, comment: str = "") -> tuple[float, str] | None:
+        """Store one rating at once (committed before returning); None, or the (value, comment) already given for this item and annotator."""
+        with self._tx():
+            row = self.db.execute("SELECT rating, comment FROM human_ratings WHERE item_id=? AND annotator=?", (item_id, annotator)).fetchone()
+            if row is not None:
+                return float(row[0]), row[1]
+            self.db.execute("INSERT INTO human_ratings VALUES(?,?,?,?,?,?,?)", (item_id, annotator, value, scale, source, time.time(), comment))
+        return None
+
+    def ratings_of(self, annotator: str) -> list[tuple[str, float, str]]:
+        """(item_id, rating, comment) of everything ``annotator`` rated."""
+        return [(i, float(r), c) for i, r, c in self.db.execute("SELECT item_id, rating, comment FROM human_ratings WHERE annotator=?", (annotator,))]
+
+    def pair_ratings(self) -> list[tuple[dict[str, Any], str, float]]:
+        """(item, annotator, rating as shown) for every rating of a pairwise item."""
+        items = {i["item_id"]: i for i in self.human_items() if i["gen_key_b"] is not None}
+        q = "SELECT item_id, annotator, rating FROM human_ratings WHERE item_id IN (SELECT item_id FROM human_items WHERE gen_key_b IS NOT NULL)"
+        return [(items[i], a, float(r)) for i, a, r in self.db.execute(q)]
 
     def human_item_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT item_id FROM human_items")}

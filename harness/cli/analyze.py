@@ -10,14 +10,14 @@ from ..errors import UserError
 from .common import echo, err, handle_errors, open_store, registry_option, store_option, write_atomic
 
 FORMATS = ("table", "json", "markdown")
-LEVELS = ("system", "example", "both")
+LEVELS = ("system", "example", "pairwise", "both")
 
 
 @click.command("analyze")
 @click.option("--results", "results_path", type=click.Path(dir_okay=False), default=None, help="a CSV with model, config, human and one column per metric, instead of the store")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="write to this file instead of stdout")
-@click.option("--level", type=click.Choice(LEVELS), default="both", show_default=True, help="system (one point per model x config), example (one per rated generation), or both (store only)")
+@click.option("--level", type=click.Choice(LEVELS), default="both", show_default=True, help="system (one point per model x config), example (one per rated generation), pairwise (one per judged pair), or both: all that apply (store only)")
 @click.option("--seed", type=int, default=None, help="bootstrap seed [default: the experiment seed, or 0 for --results]")
 @click.option("--resamples", type=click.IntRange(min=1), default=1000, show_default=True, help="bootstrap resamples per interval")
 @click.option("--metric", "metrics", multiple=True, help="only this metric (repeatable)")
@@ -40,7 +40,12 @@ def analyze_cmd(results_path, fmt, output, level, seed, resamples, metrics, mode
         store, _, _ = open_store(registry, store_dir)
         results = Results.load(store, models=list(models) or None, metrics=list(metrics) or None)
         rows, notes, source, title = from_results(results, seed, resamples, level)
-    text = render(rows, analysis.findings(rows), notes, fmt, title=title, source=source)
+    findings = analysis.findings(rows)
+    if results_path is None and results.pairs:
+        from ..report.data import _rows, pairwise_items, sign_agreement
+
+        findings += sign_agreement(pairwise_items(_rows(results), results.metric_names, results.pairs), results.metric_names)
+    text = render(rows, findings, notes, fmt, title=title, source=source)
     if output:
         write_atomic(Path(output), text)
         err.print(f"wrote {output}")

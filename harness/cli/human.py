@@ -15,73 +15,109 @@ def human_group() -> None:
     """Human ratings: export blinded items for annotators, import their ratings."""
 
 
+def _pairwise_options(fn):
+    fn = click.option("--against", default=None, metavar="CONFIG", help="with --pairwise: compare every config with this one [default: the report's baseline]")(fn)
+    fn = click.option("--pairwise", is_flag=True, help="rate pairs (a config's output and the baseline's for the same example): left / right / tie")(fn)
+    return fn
+
+
 @human_group.command("export")
 @click.option("-o", "--output", default="human_sheet.csv", show_default=True, type=click.Path(), help="where to write (a file or a folder, as the format says)")
 @click.option("--format", "fmt", default=None, help="a rating format plugin (see `harness plugins`) [default: the default format]")
 @click.option("-n", "--n-per-cell", type=int, default=None, help="items per (model, config); default from [human] in the registry")
+@click.option("--scale", type=click.Choice(["binary", "likert"]), default=None, help="the rating scale [default: [human] scale, binary when auto]")
+@_pairwise_options
 @click.option("--force", is_flag=True, help="overwrite files that already exist (a filled sheet holds ratings)")
 @selection_options
 @registry_option
 @store_option
 @handle_errors
-def human_export(output: str, fmt: str | None, n_per_cell: int | None, force: bool, models, configs, metrics, registry: str, store_dir) -> None:
+def human_export(output, fmt, n_per_cell, scale, pairwise, against, force, models, configs, metrics, registry, store_dir) -> None:
     """Export blinded items: N per (model, config), shuffled, model and config hidden."""
-    import secrets
-
-    from ..api import RatingItem, RatingScale
-    from ..report import items as rating_items
+    from ..report.items import prepare_items
     from ..report.results import Results
 
     store, plugins, _ = open_store(registry, store_dir)
     fmt = fmt or plugins.default("rating_format")
     fmt_plugin = plugins.info("rating_format", fmt, key="--format").cls({})
-    results = Results.load(store, models=list(models) or None, configs=list(configs) or None, metrics=[])
-    settings = results.experiment.human
-    n = n_per_cell if n_per_cell is not None else int(settings.get("n_per_cell", 30))
-    if n < 1:
-        raise UserError("must be at least 1", key="--n-per-cell")
     existing = [t for t in fmt_plugin.targets(Path(output)) if t.exists()]
     if existing and not force:
         listed = ", ".join(str(t) for t in existing)
         raise UserError(f"already exists and may hold ratings: {listed}; pass --force to overwrite it, or choose another -o", file=output)
-    candidates = rating_items.candidates(store, results)
-    if not candidates:
-        raise UserError(f"no generations to rate yet in {store.directory}; run `harness run --all` first")
-    salt = store.get_meta("human_salt") or secrets.token_hex(8)
-    sampled = rating_items.sample_items(candidates, n, int(settings.get("seed", 0)), salt=salt)
-    scale = RatingScale("likert" if settings.get("scale") == "likert" else "binary")
-    items = [RatingItem(i.item_id, c.instruction, c.input, c.reference, (c.response,)) for i, c in sampled]
-    written = fmt_plugin.export(items, scale, Path(output))
-    if store.get_meta("human_salt") is None:
-        store.set_meta("human_salt", salt)
-    store.save_human_items([(i.item_id, i.gen_key, i.model, i.config, i.example_id) for i, _ in sampled])
+    results = Results.load(store, models=list(models) or None, configs=list(configs) or None, metrics=[])
+    n = _n(n_per_cell, results)
+    items, rated_on = prepare_items(store, results, n_per_cell=n, pairwise=pairwise, against=against, scale=scale)
+    written = fmt_plugin.export(items, rated_on, Path(output))
     where = ", ".join(str(w) for w in written)
     again = written[0] if len(written) == 1 else output
-    click.echo(f"wrote {len(sampled)} items to {where}: rate them (0/1 or 1-5) with an annotator name, then `harness human import --format {fmt} {again}`")
+    how = "left, right or tie" if rated_on.pairwise else ("0/1" if rated_on.name == "binary" else "1-5")
+    click.echo(f"wrote {len(items)} items to {where}: rate them ({how}) with an annotator name, then `harness human import --format {fmt} {again}`")
+
+
+@human_group.command("serve")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="the port on 127.0.0.1 (0: any free one)")
+@click.option("--annotator", default=None, help="the one annotator of this page [default: each types a name on the page]")
+@click.option("-n", "--n-per-cell", type=int, default=None, help="items per (model, config); default from [human] in the registry")
+@click.option("--scale", type=click.Choice(["binary", "likert"]), default=None, help="the rating scale [default: [human] scale, binary when auto]")
+@_pairwise_options
+@selection_options
+@registry_option
+@store_option
+@handle_errors
+def human_serve(port, annotator, n_per_cell, scale, pairwise, against, models, configs, metrics, registry, store_dir) -> None:
+    """Rate in the browser: a page on 127.0.0.1 that stores every rating as it is given (Ctrl-C stops it)."""
+    from ..report.items import prepare_items
+    from ..report.rating_page import check_annotator, serve
+    from ..report.rating_store import StoreBackend
+    from ..report.results import Results
+    from ..store import Store
+
+    store, _, _ = open_store(registry, store_dir)
+    store.close()
+    store = Store.open_existing(Path(store.directory), threads=True)
+    if annotator is not None:
+        annotator = check_annotator(annotator)
+    results = Results.load(store, models=list(models) or None, configs=list(configs) or None, metrics=[])
+    items, rated_on = prepare_items(store, results, n_per_cell=_n(n_per_cell, results), pairwise=pairwise, against=against, scale=scale)
+    backend = StoreBackend(store, items, rated_on)
+    server = serve(backend, port=port, annotator=annotator, announce=lambda line: click.echo(line))
+    click.echo(f"{len(items)} {rated_on.name} items; every rating is saved in {store.path} as it is given. Ctrl-C stops the page.")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    click.echo(f"stopped: {backend.stored} rating(s) saved by this page")
+
+
+def _n(n_per_cell: int | None, results) -> int:
+    n = n_per_cell if n_per_cell is not None else int(results.experiment.human.get("n_per_cell", 30))
+    if n < 1:
+        raise UserError("must be at least 1", key="--n-per-cell")
+    return n
 
 
 @human_group.command("import")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", default=None, help="a rating format plugin (see `harness plugins`) [default: the default format]")
-@click.option("--scale", type=click.Choice(["auto", "binary", "likert"]), default=None, help="default from [human] in the registry")
+@click.option("--scale", type=click.Choice(["auto", "binary", "likert", "pairwise"]), default=None, help="the scale, where neither the file nor the exported items say (a sheet of only 1s)")
 @click.option("--replace", is_flag=True, help="replace ratings an annotator already imported for the same items")
 @registry_option
 @store_option
 @handle_errors
 def human_import(path: str, fmt: str | None, scale: str | None, replace: bool, registry: str, store_dir) -> None:
     """Import ratings; a bad file imports nothing, and nothing already imported is replaced without --replace."""
-    from ..api import RatingItem, RatingScale
-    from ..report.results import _experiment
-
+    from ..api import RatingScale
+    from ..report.items import rating_items
     store, plugins, _ = open_store(registry, store_dir)
     fmt = fmt or plugins.default("rating_format")
     fmt_plugin = plugins.info("rating_format", fmt, key="--format").cls({})
-    known = store.human_item_ids()
-    if not known:
+    items = rating_items(store)
+    if not items:
         raise UserError(f"no exported items are known in {store.directory}; run `harness human export` first", file=path)
-    scale = scale or _experiment(store.runs(), store).human.get("scale", "auto")
-    items = {i: RatingItem(i, "", "", "", ("",)) for i in known}
-    ratings, resolved = fmt_plugin.read(Path(path), items, None if scale == "auto" else RatingScale(scale))
+    # the file and the items' recorded scale decide; --scale only when they cannot
+    ratings, resolved = fmt_plugin.read(Path(path), items, None if scale in (None, "auto") else RatingScale(scale))
     previous = store.existing_ratings([(r.item_id, r.annotator) for r in ratings])
     changed = [r for r in ratings if (r.item_id, r.annotator) in previous and previous[(r.item_id, r.annotator)] != r.value]
     if changed and not replace:

@@ -346,8 +346,9 @@ def example_level(
     confidence: float = 0.95,
     strict: bool = False,
     source: str | Path | None = None,
+    level: str = "example",
 ) -> list[CorrelationRow]:
-    """Example-level correlations: one point per rated generation.
+    """Example-level correlations: one point per rated generation (or, ``level="pairwise"``, per judged pair).
 
     ``ratings`` are ``(model, config, example_id, metric_values, human)`` tuples, where
     ``metric_values`` maps metric name to that generation's score (None = missing).
@@ -367,7 +368,7 @@ def example_level(
         values,
         human,
         groups=examples,
-        level="example",
+        level=level,
         strict=strict,
         source=source,
         seed=seed,
@@ -435,7 +436,7 @@ def findings(rows: Sequence[CorrelationRow]) -> list[str]:
     """
     out: list[str] = []
     levels = list(dict.fromkeys(row.level for row in rows))
-    for level in sorted(levels, key=lambda lv: (lv != "system", lv != "example", lv)):
+    for level in sorted(levels, key=lambda lv: (lv != "system", lv != "example", lv != "pairwise", lv)):
         at_level = [row for row in rows if row.level == level]
         scopes = list(dict.fromkeys(row.scope for row in at_level))
         scopes.sort(key=lambda s: s != ALL)  # stable: overall first, models in order

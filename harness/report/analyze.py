@@ -22,7 +22,7 @@ from . import analysis
 from .results import Results
 
 FORMATS = ("table", "json", "markdown")
-LEVELS = ("system", "example", "both")
+LEVELS = ("system", "example", "pairwise", "both")
 
 
 def from_csv(path: str, metrics, seed: int, resamples: int, level: str):
@@ -44,9 +44,9 @@ def from_results(results: Results, seed: int | None, resamples: int, level: str)
             "rate them, `harness human import` the ratings, then run `harness analyze` again (or pass --results FILE.csv)",
         )
     seed = results.experiment.seed if seed is None else seed
-    levels = ("system", "example") if level == "both" else (level,)
+    levels = ("system", "example", "pairwise") if level == "both" else (level,)
     rows = report_data._rows(results)
-    found, notes = report_data.correlate(rows, results.metric_names, seed=seed, n_resamples=resamples, confidence=0.95, levels=levels)
+    found, notes = report_data.correlate(rows, results.metric_names, seed=seed, n_resamples=resamples, confidence=0.95, levels=levels, pairs=results.pairs)
     if not found:
         raise UserError(
             "too few rated points for any correlation: each needs at least 3 (model, config) cells with human ratings "
@@ -80,7 +80,11 @@ HEADER = ["Level", "Scope", "Metric", "n", "Pearson r [95% CI]", "Spearman ρ [9
 COEFFICIENTS = (("pearson", "Pearson r"), ("spearman", "Spearman ρ"), ("kendall", "Kendall τ-b"))
 #: the terminal table's interval layouts, richest first: the first whose tables fit is used
 LAYOUTS = ("interval", "interval-below", "pm", "pm-below")
-LEVEL_TITLES = {"system": "System level: one point per (model, config)", "example": "Example level: one point per rated generation"}
+LEVEL_TITLES = {
+    "system": "System level: one point per (model, config)",
+    "example": "Example level: one point per rated generation",
+    "pairwise": "Pairwise: one point per judged pair (metric a − b vs human preference)",
+}
 
 
 def _body(rows) -> list[list[str]]:

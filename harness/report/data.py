@@ -42,6 +42,7 @@ from . import analysis
 from . import stats as st
 from ..api import ExampleScore
 from ..errors import UserError, unknown_name
+from .pairwise import PairOutcome
 from .results import Results
 
 __all__ = [
@@ -136,6 +137,7 @@ class ReportData:
     sweep: dict[str, Any]
     statistics: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
+    pairwise: dict[str, Any] = field(default_factory=dict)
 
     def cell(self, model: str, config: str, metric: str) -> CellStats | None:
         for c in self.cells:
@@ -159,6 +161,7 @@ class ReportData:
             "sweep": self.sweep,
             "statistics": self.statistics,
             "run_provenance": self.provenance,
+            "pairwise": {k: ([{kk: _clean(vv) for kk, vv in d.items()} for d in v] if isinstance(v, list) else v) for k, v in self.pairwise.items()},
         }
 
 
@@ -440,9 +443,15 @@ def correlate(
     seed: int,
     n_resamples: int,
     confidence: float,
-    levels: Sequence[str] = ("system", "example"),
+    levels: Sequence[str] = ("system", "example", "pairwise"),
+    pairs: Sequence[PairOutcome] = (),
 ) -> tuple[list[analysis.CorrelationRow], list[str]]:
-    """System- and example-level correlations of every metric with human ratings, and notes on what was skipped."""
+    """System-, example- and pairwise-level correlations of every metric with human ratings, and notes on what was skipped.
+
+    Pairwise level: one point per judged pair (model, config a, config b, example): the
+    metric's difference a - b against the humans' mean share of the win for a, minus 0.5. A
+    metric agrees where it prefers the side the humans prefer.
+    """
     rows: list[analysis.CorrelationRow] = []
     notes: list[str] = []
     models = list(dict.fromkeys(r["model"] for r in results))
@@ -460,7 +469,72 @@ def correlate(
             rows += found
             counts = {analysis.ALL: len(items), **{m: sum(1 for it in items if it[0] == m) for m in models}}
             notes += correlation_notes(found, [analysis.ALL, *[m for m in models if counts[m]]], metric_names, "example", counts)
+    if "pairwise" in levels and pairs:
+        items = pairwise_items(results, metric_names, pairs)
+        if items:
+            found = analysis.example_level(items, metrics=list(metric_names), seed=seed, n_resamples=n_resamples, confidence=confidence, level="pairwise")
+            rows += found
+            counts = {analysis.ALL: len(items), **{m: sum(1 for it in items if it[0] == m) for m in models}}
+            notes += correlation_notes(found, [analysis.ALL, *[m for m in models if counts[m]]], metric_names, "pairwise", counts)
     return rows, notes
+
+
+def pairwise_items(results: Sequence[Mapping[str, Any]], metric_names: Sequence[str], pairs: Sequence[PairOutcome]) -> list[tuple[str, str, str, dict[str, float], float]]:
+    """``(model, "a vs b", example, {metric: score a - score b}, mean share of the win for a - 0.5)`` per judged pair."""
+    score: dict[tuple[str, str, str, str], float] = {}
+    for r in results:
+        if r["metric"] in metric_names:
+            for ex_id, s in r.get("examples") or []:
+                score[(r["model"], r["config"], r["metric"], ex_id)] = float(s.value)
+    judged: dict[tuple[str, str, str, str], list[float]] = {}
+    for o in pairs:
+        judged.setdefault((o.model, o.config_a, o.config_b, o.example_id), []).append(float(o.value))
+    out = []
+    for (model, a, b, ex), values in judged.items():
+        diffs = {}
+        for m in metric_names:
+            x, y = score.get((model, a, m, ex)), score.get((model, b, m, ex))
+            if x is not None and y is not None:
+                diffs[m] = x - y
+        out.append((model, f"{a} vs {b}", ex, diffs, sum(values) / len(values) - 0.5))
+    return out
+
+
+def sign_agreement(items: Sequence[tuple[str, str, str, Mapping[str, float], float]], metric_names: Sequence[str]) -> list[str]:
+    """How often each metric prefers the side the humans prefer, over the pairs where both have a preference."""
+    out = []
+    for m in metric_names:
+        both = [(d[m], h) for _, _, _, d, h in items if m in d and d[m] != 0 and h != 0]
+        if both:
+            agree = sum(1 for d, h in both if (d > 0) == (h > 0))
+            out.append(f"Pairwise: {m} prefers the output the annotators preferred in {agree} of {len(both)} pairs where both prefer one ({agree / len(both):.0%}).")
+    return out
+
+
+def pairwise_summary(pairs: Sequence[PairOutcome], confidence: float) -> dict[str, Any]:
+    """Win rates of every config against the config it was compared with, and a Bradley-Terry ranking per model (3+ configs)."""
+    from . import pairwise
+
+    if not pairs:
+        return {"win_rates": [], "ranking": [], "n_ratings": 0}
+    win = []
+    for base in dict.fromkeys(o.config_b for o in pairs):
+        win += [asdict(w) for w in pairwise.win_rates([o for o in pairs if o.config_b == base], base, confidence=confidence)]
+    ranking = []
+    for model in dict.fromkeys(o.model for o in pairs):
+        mine = [o for o in pairs if o.model == model]
+        if len({c for o in mine for c in (o.config_a, o.config_b)}) > 2:
+            try:
+                ranking += [asdict(b) for b in pairwise.bradley_terry(mine)]
+            except ValueError:
+                pass  # comparisons that do not connect the configs: no common scale
+    return {
+        "win_rates": win,
+        "ranking": ranking,
+        "n_ratings": len(pairs),
+        "method": "win rate: share of the win for the config (ties count half), per example then averaged; "
+        "Wilson score interval on the example-level mean; Bradley-Terry strengths (choix, log scale, mean 0 per model)",
+    }
 
 
 # --------------------------------------------------------------------------- agreement
@@ -521,6 +595,7 @@ def build(
     higher_is_better: Mapping[str, bool] | None = None,
     with_correlations: bool = True,
     provenance: Mapping[str, Any] | None = None,
+    pairs: Sequence[PairOutcome] = (),
 ) -> ReportData:
     """Intervals, paired tests against the baseline, agreement and correlations for ``results``.
 
@@ -625,8 +700,10 @@ def build(
     corr_rows: list[analysis.CorrelationRow] = []
     notes: list[str] = []
     if with_correlations:
-        corr_rows, notes = correlate(results, metric_names, seed=seed, n_resamples=n_resamples, confidence=confidence)
+        corr_rows, notes = correlate(results, metric_names, seed=seed, n_resamples=n_resamples, confidence=confidence, pairs=pairs)
     findings = analysis.findings(corr_rows) if corr_rows else []
+    if with_correlations and pairs:
+        findings += sign_agreement(pairwise_items(results, metric_names, pairs), metric_names)
 
     metric_info = [{"name": m, "label": labels.get(m, m), "higher_is_better": higher.get(m, True)} for m in metric_names]
     metric_info.append({"name": HUMAN, "label": labels.get(HUMAN, "Human"), "higher_is_better": True})
@@ -654,6 +731,7 @@ def build(
         sweep=sweep_info(configs, defaults),
         statistics=statistics,
         provenance=dict(provenance or {}),
+        pairwise=pairwise_summary(pairs, confidence),
     )
 
 
@@ -724,7 +802,11 @@ def provenance(results: Results, *, seed: int, n_resamples: int, confidence: flo
             "lora_adapter_sha256": info.get("lora_adapter_sha256"),
         })
         engines[json.dumps(cell.engine, sort_keys=True)] = cell.engine
+    from .. import __version__
+
     return {
+        "harness": __version__,
+        "generated": _iso(time.time()),
         "experiment_file": snap.get("registry"),
         "versions": (last_run or {}).get("versions") or {},
         "hardware": (last_run or {}).get("hardware") or {},
@@ -778,4 +860,5 @@ def from_results(
         higher_is_better={m.name: m.higher_is_better for m in results.metrics},
         with_correlations=with_correlations,
         provenance=provenance(results, seed=seed, n_resamples=n_resamples, confidence=confidence) if with_provenance else None,
+        pairs=results.pairs,
     )

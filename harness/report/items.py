@@ -19,10 +19,11 @@ import hashlib
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import UserError
 
-__all__ = ["SheetCandidate", "SheetItem", "make_item_id", "sample_items", "to_unit"]
+__all__ = ["SheetCandidate", "SheetItem", "PairItem", "make_item_id", "sample_items", "pair_items", "candidates", "rating_items", "to_unit"]
 
 Cell = tuple[str, str]
 
@@ -159,3 +160,120 @@ def candidates(store, results) -> list[SheetCandidate]:
                 e = refs[example_id]
                 out.append(SheetCandidate(gen_key, cell.model, cell.config, example_id, e.instruction, e.input, texts[gen_key], e.output))
     return out
+
+
+# --------------------------------------------------------------------------- pairwise items
+
+
+@dataclass(frozen=True)
+class PairItem:
+    """One exported pairwise item: config ``a``'s and config ``b``'s generations for one example of one model.
+
+    ``a_on_left`` records the side ``a`` is shown on (drawn per item from the salt, so it is
+    random to annotators and the same every time the item is exported).
+    """
+
+    item_id: str
+    gen_key_a: str
+    gen_key_b: str
+    model: str
+    config_a: str
+    config_b: str
+    example_id: str
+    a_on_left: bool
+
+
+def pair_items(candidates: Iterable[SheetCandidate], against: str, n_per_cell: int, seed: int, *, salt: str) -> list[tuple[PairItem, SheetCandidate, SheetCandidate]]:
+    """Pairs of every config with ``against`` on the same examples, N per (model, config), paired and shuffled.
+
+    The examples are chosen as for single items (:func:`sample_items`: the same examples in
+    every cell where possible). Two generations with the same text are not asked about
+    (nobody can prefer one), nor is a config sharing its generations with ``against``.
+    """
+    cands = list(candidates)
+    base = {(c.model, c.example_id): c for c in cands if c.config == against}
+    if not base:
+        raise UserError(f"no generations of the config '{against}' to compare with", key="--against")
+    others = [c for c in cands if c.config != against and (c.model, c.example_id) in base and base[(c.model, c.example_id)].response != c.response]
+    if not others:
+        raise UserError(f"no config has outputs that differ from '{against}' on the same examples: nothing to compare", key="--against")
+    picked = sample_items(others, n_per_cell, seed, salt=salt)
+    out = []
+    for item, cand in picked:
+        b = base[(cand.model, cand.example_id)]
+        item_id = make_item_id(salt, f"pair|{cand.gen_key}|{b.gen_key}")
+        a_on_left = hashlib.sha256(f"{salt}|side|{item_id}".encode()).digest()[0] % 2 == 0
+        out.append((PairItem(item_id, cand.gen_key, b.gen_key, cand.model, cand.config, against, cand.example_id, a_on_left), cand, b))
+    return out
+
+
+# --------------------------------------------------------------------------- items as annotators see them
+
+
+def rating_items(store) -> dict[str, Any]:
+    """Every exported item of ``store`` as a :class:`~harness.api.RatingItem` (texts from the stored generations and examples), by id.
+
+    Pairwise items show their outputs in the recorded order (left, right). Items whose
+    generations are gone from the store are left out.
+    """
+    from ..api import RatingItem
+
+    rows = store.human_items()
+    keys = sorted({k for r in rows for k in (r["gen_key"], r["gen_key_b"]) if k})
+    gens = store.generations(keys)
+    examples: dict[str, Any] = {}
+    for (split_key,) in store.db.execute("SELECT split_key FROM splits ORDER BY created"):  # the latest reference wins
+        examples.update(store.test_examples(split_key))
+    out = {}
+    for r in rows:
+        e = examples.get(r["example_id"])
+        a = gens.get(r["gen_key"])
+        b = gens.get(r["gen_key_b"]) if r["gen_key_b"] else None
+        if e is None or a is None or (r["gen_key_b"] and b is None):
+            continue
+        if b is None:
+            outputs = (a["text"],)
+        else:
+            outputs = (a["text"], b["text"]) if r["a_on_left"] else (b["text"], a["text"])
+        out[r["item_id"]] = RatingItem(r["item_id"], e.instruction, e.input, e.output, outputs, r["scale"] or "")
+    return out
+
+
+def prepare_items(store, results, *, n_per_cell: int, pairwise: bool = False, against: str | None = None, scale: str | None = None) -> tuple[list[Any], Any]:
+    """Sample the items to rate from ``results`` (single outputs, or pairs with ``against``), record them in the store
+    (the map from opaque ids to cells), and return them as annotators see them, with the scale they are rated on."""
+    import secrets
+
+    from ..api import RatingScale
+    from .data import choose_baseline
+
+    settings = results.experiment.human
+    cands = candidates(store, results)
+    if not cands:
+        raise UserError(f"no generations to rate yet in {store.directory}; run `harness run --all` first")
+    salt = store.get_meta("human_salt") or secrets.token_hex(8)
+    seed = int(settings.get("seed", 0))
+    if pairwise:
+        if against is None:
+            configs = [(c.name, c.params) for c in results.configs]
+            against = choose_baseline(configs, results.experiment.sweep_defaults or None)["config"]
+        elif against not in {c.name for c in results.configs}:
+            from ..errors import unknown_name
+
+            raise UserError(unknown_name("config", against, [c.name for c in results.configs]), key="--against")
+        pairs = pair_items(cands, against, n_per_cell, seed, salt=salt)
+        ids = [p.item_id for p, _, _ in pairs]
+        if store.get_meta("human_salt") is None:
+            store.set_meta("human_salt", salt)
+        store.save_pair_items([(p.item_id, p.gen_key_a, p.gen_key_b, p.model, p.config_a, p.config_b, p.example_id, p.a_on_left) for p, _, _ in pairs])
+        rated_on = RatingScale("pairwise")
+    else:
+        sampled = sample_items(cands, n_per_cell, seed, salt=salt)
+        ids = [i.item_id for i, _ in sampled]
+        if store.get_meta("human_salt") is None:
+            store.set_meta("human_salt", salt)
+        wanted = scale or settings.get("scale", "auto")
+        rated_on = RatingScale("likert" if wanted == "likert" else "binary")
+        store.save_human_items([(i.item_id, i.gen_key, i.model, i.config, i.example_id) for i, _ in sampled], rated_on.name)
+    items = rating_items(store)
+    return [items[i] for i in ids if i in items], rated_on

@@ -19,6 +19,7 @@ from typing import Any
 from ..api import ExampleScore
 from ..errors import UserError
 from ..store import Store
+from .pairwise import PairOutcome
 
 HUMAN = "human"
 
@@ -137,6 +138,8 @@ class Results:
     failures: tuple[Failure, ...]
     runs: tuple[dict[str, Any], ...]
     store_path: str
+    #: pairwise judgments of current generations, as shares of the win for ``config_a``
+    pairs: tuple[PairOutcome, ...] = ()
 
     def value(self, model: str, config: str, metric: str) -> CellResult | None:
         for v in self.values:
@@ -156,7 +159,7 @@ class Results:
 
     @property
     def has_human(self) -> bool:
-        return any(v.metric == HUMAN and v.value is not None for v in self.values)
+        return any(v.metric == HUMAN and v.value is not None for v in self.values) or bool(self.pairs)
 
     # ------------------------------------------------------------------ loading
 
@@ -251,6 +254,18 @@ class Results:
                 value = sum(s.value for _, s in per) / len(per) if per else None
                 values.append(CellResult(model, config.name, HUMAN, value, len(per), per))
 
+        pairs = []
+        keys_of = {(c.model, c.config): {k for _, k in c.keys} for c in cells}
+        chosen_names = {c.name for c in chosen_configs}
+        for item, annotator, shown in store.pair_ratings():
+            model, a, b = item["model"], item["config"], item["config_b"]
+            if model not in chosen_models or a not in chosen_names or b not in chosen_names:
+                continue
+            if item["gen_key"] not in keys_of.get((model, a), ()) or item["gen_key_b"] not in keys_of.get((model, b), ()):
+                continue  # a judgment of generations the cells no longer stand for
+            value = shown if item["a_on_left"] else 1.0 - shown
+            pairs.append(PairOutcome(model, a, b, item["example_id"], annotator, value))
+
         metric_infos = []
         for name in chosen_metrics:
             key = latest_key.get(name)
@@ -277,6 +292,7 @@ class Results:
             failures=tuple(f for f in failures if f.model is None or f.model in chosen_models),
             runs=runs,
             store_path=str(store.path),
+            pairs=tuple(pairs),
         )
 
 

@@ -143,10 +143,6 @@ def read_sheet(path: str | Path, items: Mapping[str, RatingItem], scale: RatingS
     text = _read_text(path)
     if not text.strip():
         raise UserError("no ratings found: the file is empty", file=path)
-    pairwise_items = any(item.pairwise for item in items.values())
-    if scale is None and pairwise_items:
-        scale = RatingScale("pairwise")
-    mode = scale.name if scale is not None else "auto"
 
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_guess_delimiter(text))
     try:
@@ -155,6 +151,9 @@ def read_sheet(path: str | Path, items: Mapping[str, RatingItem], scale: RatingS
         raise UserError(f"line 1: not a valid CSV header ({exc})", file=path) from exc
     names = [name.strip().lower() for name in header]
     column = _required_columns(names, path)
+    if scale is None and "response_left" in names:
+        scale = RatingScale("pairwise")  # a pairwise sheet says so in its header
+    mode = scale.name if scale is not None else "auto"
     comment_col = names.index("comment") if "comment" in names else None
 
     problems = _Problems()
@@ -183,6 +182,8 @@ def read_sheet(path: str | Path, items: Mapping[str, RatingItem], scale: RatingS
                 problems.unknown.append(f"row {row} {item_id!r}")
             elif mode != "pairwise" and items[item_id].pairwise:
                 problems.add("item", f"{where}: item {item_id!r} is a pairwise item; rate it left, right or tie", row)
+            elif mode == "pairwise" and not items[item_id].pairwise:
+                problems.add("item", f"{where}: item {item_id!r} has one output, not a pair; rate it on its own scale", row)
             if not annotator:
                 problems.add("annotator", f"{where}: rating {raw!r} has no annotator; fill in the 'annotator' column", row)
             if item_id and annotator:
@@ -200,7 +201,8 @@ def read_sheet(path: str | Path, items: Mapping[str, RatingItem], scale: RatingS
                 "duplicate",
                 f"item {item_id!r} is rated more than once by annotator {annotator!r} on {_join_rows(rows)}; keep one rating per annotator and item",
             )
-    resolved = _resolve_scale(mode, found, problems)
+    exported = {items[i].scale for i, *_ in found if i in items and items[i].scale}
+    resolved = _resolve_scale(mode, found, problems, exported.pop() if len(exported) == 1 else None)
     if problems.count():
         raise UserError(problems.render(), file=path)
     ratings = [
@@ -265,10 +267,16 @@ def _parse(raw: str, mode: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _resolve_scale(mode: str, found: list[tuple[str, str, float, str, int, str]], problems: _Problems) -> str:
-    """The sheet's scale; values the scale does not allow are added to ``problems``."""
+def _resolve_scale(mode: str, found: list[tuple[str, str, float, str, int, str]], problems: _Problems, exported: str | None = None) -> str:
+    """The sheet's scale; values the scale does not allow are added to ``problems``.
+
+    ``exported`` is the scale every rated item was exported for, when they agree: it decides
+    a sheet whose values fit both scales (only 1s).
+    """
     if mode == "pairwise":
         return mode
+    if mode == "auto" and exported in ("binary", "likert"):
+        mode = exported  # the items say which scale they were exported for
     if mode != "auto":
         allowed = RatingScale(mode).values
         for _, _, value, raw, row, where in found:

@@ -136,6 +136,38 @@ def agreement_lines(context: dict[str, Any]) -> list[str]:
     return out
 
 
+def pairwise_table(context: dict[str, Any], labels: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the human pairwise preferences: each config's win rate against the config it was compared with."""
+    labels = labels or {}
+    header = ["Model", "Config", "vs", "Win rate [95% CI]", "Examples", "Wins / ties / losses"]
+    body = []
+    for w in (context.get("pairwise") or {}).get("win_rates") or []:
+        body.append(
+            [
+                w["model"],
+                labels.get(w["config"], w["config"]),
+                labels.get(w["baseline"], w["baseline"]),
+                _ci(w.get("rate"), w.get("ci_low"), w.get("ci_high")),
+                str(w["n_examples"]),
+                f"{w['wins']} / {w['ties']} / {w['losses']}",
+            ]
+        )
+    return header, body
+
+
+def ranking_lines(context: dict[str, Any], labels: dict[str, str] | None = None) -> list[str]:
+    """One line per model: its configs ranked by Bradley-Terry strength."""
+    labels = labels or {}
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for b in (context.get("pairwise") or {}).get("ranking") or []:
+        by_model.setdefault(b["model"], []).append(b)
+    out = []
+    for model, scores in by_model.items():
+        ranked = ", ".join(f"{b['rank']}. {labels.get(b['config'], b['config'])} ({b['strength']:+.2f})" for b in sorted(scores, key=lambda b: (b["rank"], b["config"])))
+        out.append(f"Bradley-Terry ranking of {model} from the pairwise judgments: {ranked}")
+    return out
+
+
 def _ci(value: Any, low: Any, high: Any) -> str:
     if value is None:
         return "—"
@@ -373,6 +405,16 @@ class TableReporter(Reporter):
                 console.print(line, style="dim", markup=False, highlight=False)
         for line in agreement_lines(context):
             console.print(line, markup=False, highlight=False)
+        header, body = pairwise_table(context, labels)
+        if body:
+            pt = Table(title="Pairwise preferences (human)", title_justify="left")
+            for i, h in enumerate(header):
+                pt.add_column(h, justify="left" if i < 3 else "right", overflow="fold")
+            for row in body:
+                pt.add_row(*row)
+            console.print(pt)
+            for line in ranking_lines(context, labels):
+                console.print(line, markup=False, highlight=False)
         return buf.getvalue()
 
 
@@ -404,6 +446,10 @@ class MarkdownReporter(Reporter):
             out.append(f"- failed: `{f['cell']}`: {f['error']}")
         if "comparisons" in context:
             out += _md_section("Paired comparisons with the baseline", *comparison_table(context), empty="No comparisons (a single config, or no values).")
+        if (context.get("pairwise") or {}).get("win_rates"):
+            out += _md_section("Pairwise preferences (human)", *pairwise_table(context), empty="")
+            out += [f"- {_md(line)}" for line in ranking_lines(context)]
+            out += ["", _md((context.get("pairwise") or {}).get("method", "")), ""]
         if "agreement" in context:
             out += ["## Inter-annotator agreement", ""]
             lines = agreement_lines(context)

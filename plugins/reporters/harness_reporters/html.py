@@ -23,9 +23,9 @@ from typing import Any
 from harness import hookimpl
 from harness.api import Reporter, ReportRow
 
-from .builtin import SIGNIFICANT, _columns, _grid, _info, agreement_lines, comparison_table, correlation_table, legend_lines
+from .builtin import SIGNIFICANT, _columns, _grid, _info, agreement_lines, comparison_table, correlation_table, legend_lines, pairwise_table, ranking_lines
 
-SECTIONS = ("results", "comparisons", "agreement", "correlations", "findings", "plots", "provenance")
+SECTIONS = ("results", "comparisons", "pairwise", "agreement", "correlations", "findings", "plots", "provenance")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:80rem;padding:0 1rem;color:#1b1f24;line-height:1.45}
@@ -104,6 +104,7 @@ class HtmlReporter(Reporter):
             "<nav>" + "".join(f'<a href="#{s}">{s.capitalize()}</a>' for s in SECTIONS) + "</nav>",
             self._results(rows, context),
             self._comparisons(context),
+            self._pairwise(context),
             self._agreement(context),
             self._correlations(context),
             self._findings(context),
@@ -177,6 +178,20 @@ class HtmlReporter(Reporter):
             out.append(f"<details open><summary>{len(body)} comparisons, {n_sig} significant</summary>{_table(header, body, left=3)}</details>")
         else:
             out.append("<p>No comparisons (a single config, or no values).</p>")
+        out.append("</section>")
+        return "".join(out)
+
+    def _pairwise(self, context: dict[str, Any]) -> str:
+        out = ['<section id="pairwise"><h2>Pairwise preferences (human)</h2>']
+        header, body = pairwise_table(context)
+        if body:
+            out.append(_table(header, body, left=3))
+            lines = ranking_lines(context)
+            if lines:
+                out.append("<p>" + "<br>".join(_e(x) for x in lines) + "</p>")
+            out.append(f'<p class="muted">{_e((context.get("pairwise") or {}).get("method", ""))}</p>')
+        else:
+            out.append("<p>No pairwise judgments (rate pairs with <code>harness human serve --pairwise</code> or <code>harness human export --pairwise</code>).</p>")
         out.append("</section>")
         return "".join(out)
 
