@@ -114,14 +114,14 @@ def test_off_scale_and_twice_rated_are_refused(label_studio, annotators, tmp_pat
 def test_store_round_trip(label_studio, annotators, cli, fake_registry, tmp_path):
     """harness run -> human export --format label-studio -> Label Studio -> human import -> report (Human column, alpha).
 
-    Uses the CLI and store of today (as tests/test_human_cli.py does); Label Studio sits where the
+    Uses the CLI and the store as tests/test_human_cli.py does; Label Studio sits where the
     spreadsheet sits there.
     """
     import hashlib
     import sqlite3
 
-    from harness import stats
-    from harness.human import to_unit
+    from harness.report import stats
+    from harness.report.items import to_unit
     from harness.store import STORE_NAME
 
     assert cli("run", "--all", "-r", fake_registry).exit_code == 0
