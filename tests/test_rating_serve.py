@@ -77,7 +77,10 @@ def test_pairwise_sheet_round_trip_gives_win_rates_a_ranking_and_a_pairwise_anal
     assert others and all("| 0.000 [" in line for line in others)
     assert "Bradley-Terry ranking of fake-base" in md.stdout
     table = cli("report", "-r", fake_registry)
-    assert "Pairwise preferences (human)" in table.stdout and "beams=2" in table.stdout
+    assert "Pairwise preferences (human)" in table.stdout and "beams=2" in table.stdout and "Bradley-Terry ranking of fake-tuned" in table.stdout
+    html = cli("report", "--format", "html", "-r", fake_registry)
+    section = html.stdout.split('<section id="pairwise">')[1].split("</section>")[0]
+    assert "Win rate" in section and "Bradley-Terry ranking of fake-base" in section and "1.000 [" in section
 
     analysis = cli("analyze", "--format", "json", "--level", "pairwise", "-r", fake_registry)
     assert analysis.exit_code == 0, analysis.output
