@@ -46,7 +46,12 @@ def _items(registry: Path) -> dict[str, dict]:
 # --------------------------------------------------------------------------- pairwise through a sheet
 
 
-def test_pairwise_sheet_round_trip_gives_win_rates_a_ranking_and_a_pairwise_analysis(cli, fake_registry) -> None:
+def test_pairwise_sheet_round_trip_gives_win_rates_a_ranking_and_a_pairwise_analysis(cli, fake_plugins, fake_registry) -> None:
+    import harness_reporters.html
+
+    from harness.plugins import build_plugins
+
+    fake_plugins.by_kind["reporter"].update(build_plugins(entry_points=False, extra=[harness_reporters.html]).by_kind["reporter"])
     assert cli("run", "--all", "-r", fake_registry).exit_code == 0
     sheet = fake_registry.parent / "pairs.csv"
     result = cli("human", "export", "--pairwise", "-o", sheet, "-n", 4, "-r", fake_registry)
