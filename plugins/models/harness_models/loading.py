@@ -122,6 +122,9 @@ def gguf_checkpoint(gguf: Path) -> Path:
 
 
 def _convert(gguf: Path, target: Path, AutoModelForCausalLM: Any, AutoTokenizer: Any) -> None:
+    import sys
+
+    print(f"harness: converting {gguf.name} to a checkpoint once (cached in {target})", file=sys.stderr, flush=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".convert-{target.name}-", dir=target.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
