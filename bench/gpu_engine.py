@@ -140,7 +140,7 @@ def main() -> None:
     device = "cpu" if args.smoke or args.cpu else "cuda"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     out_path = Path(args.out)
-    env = {"gpu": torch.cuda.get_device_name(0) if device == "cuda" else "cpu (smoke)", "torch": torch.__version__,
+    env = {"gpu": torch.cuda.get_device_name(0) if device == "cuda" else ("cpu (smoke)" if args.smoke else "cpu"), "torch": torch.__version__,
            "transformers": transformers.__version__, "model": args.model, "python": sys.version.split()[0]}
     report: dict = {"env": env, "args": {k: str(v) for k, v in vars(args).items()}, "variants": [], "agreement": {}, "sweep": []}
 

@@ -1,13 +1,19 @@
-"""``transformers``: generation with Hugging Face ``generate``.
+"""``transformers``: generation with Hugging Face models.
 
 * The model is loaded once per run (``open``) and serves every decoding config.
 * Prompts of one config are sorted by length and batched with left padding.
+* Greedy and sampled configs run through the harness's own decoding loop on a GPU
+  (``loop = "auto"``; ``fast_decode.py``: static KV cache, the step compiled and replayed as a
+  CUDA graph, stopping checked on the device) and through ``generate`` on a CPU; beam search
+  and beam sampling always through ``generate``. Both give the same text (tested in float32).
 * Every decoding field is passed explicitly and the model's own generation config is
   replaced by a neutral one, so a checkpoint's ``generation_config.json`` cannot turn
   sampling on behind the user's back.
-* Sampling is seeded per example: a logits processor draws each row's token with its
-  own ``torch.Generator`` seeded from the request, so a re-run — resumed, re-batched or
-  not — reproduces the same text.
+* Sampling is seeded per example and batch-invariant: ``sampling.py`` draws each row's token
+  by Gumbel-max with noise hashed from (the request's seed, step, token id), on the device, so
+  a re-run — resumed, re-batched or not — reproduces the same text. (Engine version 1 drew
+  with a per-row ``torch.Generator`` on the CPU: other samples, hence the version bump.)
+  Beam sampling is seeded per batch (``torch.manual_seed``), as before.
 * Generation stops at EOS (the tokenizer's and the model's) or ``max_new_tokens``.
 
 Speed options (none changes the text beyond float rounding — like ``batch_size``, they
@@ -24,7 +30,9 @@ are not part of the engine's identity):
   unsloth's inference path);
 * ``cache = "static"`` preallocates the KV cache (transformers' ``cache_implementation="static"``)
   instead of growing it by a copy of the whole cache every step;
-* ``compile = true`` (needs the static cache) lets transformers ``torch.compile`` the decoding
+* ``loop`` / ``cuda_graphs``: see ``fast_decode.py`` and docs/engines.md; ``compile`` unset
+  compiles the fast loop's step on a GPU;
+* with ``generate``, ``compile = true`` (needs the static cache) lets transformers ``torch.compile`` the decoding
   step (its default ``CompileConfig``: mode "reduce-overhead", CUDA graphs on a GPU). The prefill
   runs eagerly; only the one-token decoding steps go through the compiled forward, whose shapes
   are the batch (prompts x beams) and the cache length. The cache length is the longest prompt
