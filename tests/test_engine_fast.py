@@ -235,3 +235,31 @@ def test_smollm2_fast_loop_gives_the_text_of_generate(smol, decoding):
     assert _run(quick, decoding, prompts) == want
     assert sum(n for _, n, _, _ in want.values()) > 2 * len(prompts)
     assert math.isfinite(quick.fast.compile_seconds)
+
+
+def test_a_lora_wrapped_model_decodes_the_same_in_the_fast_loop(toy):
+    """The fine-tuned models of a run are PEFT models (unmerged LoRA): the fast loop drives them too."""
+    peft = pytest.importorskip("peft")
+    import copy
+
+    model, tok, prompts = toy
+    lora = peft.get_peft_model(
+        copy.deepcopy(model), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False)
+    ).eval()
+    plain, quick = _sessions(lora, tok)
+    for decoding in (GREEDY, SAMPLE):
+        want = _run(plain, decoding, prompts)
+        assert _run(quick, decoding, prompts) == want
+    assert want != _run(_sessions(model, tok)[0], SAMPLE, prompts)  # the adapter changes the text
+
+
+def test_the_last_smaller_batch_is_padded_only_up_to_the_calls_prompts(toy, monkeypatch):
+    from harness_engines.transformers_engine import TransformersSession
+
+    model, tok, prompts = toy
+    session = TransformersSession(model, tok, 16, loop="fast")
+    seen = []
+    real = session._fast_batch
+    monkeypatch.setattr(session, "_fast_batch", lambda batch, ids, longest, decoding, rows: seen.append(rows) or real(batch, ids, longest, decoding, rows))
+    _run(session, GREEDY, prompts)
+    assert seen == [7]  # batch_size 16, 7 prompts: one batch of 7 rows, not 16

@@ -210,7 +210,8 @@ class TransformersSession:
             out_of_memory = False
             try:
                 with torch.inference_mode():
-                    results = self._generate_batch(batch, [ids[r.key] for r in batch], longest, rows=size)
+                    # rows: the fast loop pads a smaller last batch to this (one CUDA graph per call), never beyond the call's prompts
+                    results = self._generate_batch(batch, [ids[r.key] for r in batch], longest, rows=min(size, len(ordered)))
             except torch.OutOfMemoryError:
                 out_of_memory = True
             if out_of_memory:  # outside the except block: its traceback no longer holds the batch's tensors
