@@ -3,7 +3,7 @@
 On a CPU the new engine decodes through ``generate`` as before (``loop = "auto"``); what changed is the
 sampler: one vectorised counter-based Gumbel draw for the whole batch instead of a seeded
 ``torch.multinomial`` per row (on a thread pool). The shared 2-core machine is noisy, so the two run
-alternately, ``--rounds`` times, and the medians are compared:
+alternately (which one goes first alternates too), ``--rounds`` times, and the medians are compared:
 
 * the sampler alone: one step's logits processor call on (``--rows``, vocabulary) float32 logits,
   top-k 50, T 0.8 (SmolLM2's vocabulary: 49,152);
@@ -76,14 +76,16 @@ def main() -> None:
     for cname, dec in (("sample", d), ("greedy", Decoding("greedy", args.new, unused=("temperature", "top_k", "top_p")))):
         walls = {"old": [], "new": []}
         for r in range(args.rounds + 1):
-            for name, s in sessions.items():
+            order = list(sessions.items()) if r % 2 else list(sessions.items())[::-1]  # who runs first alternates
+            for name, s in order:
                 reqs = [GenRequest(f"{cname}{r}-{i}", p, dec, 100 + i) for i, p in enumerate(prompts)]
                 t = time.perf_counter()
                 made = [x for b in s.generate(reqs, NullProgress()) for x in b]
                 if r:  # round 0 warms up (and fills the prompt cache of both)
                     walls[name].append(time.perf_counter() - t)
         med = {k: round(statistics.median(v), 3) for k, v in walls.items()}
-        report[cname] = {"median_s": med, "new_over_old": round(med["new"] / med["old"], 3), "runs_s": {k: [round(x, 3) for x in v] for k, v in walls.items()}}
+        paired = statistics.median(n / o for n, o in zip(walls["new"], walls["old"]))  # same round: same load, roughly
+        report[cname] = {"median_s": med, "new_over_old": round(med["new"] / med["old"], 3), "median_paired_ratio": round(paired, 3), "runs_s": {k: [round(x, 3) for x in v] for k, v in walls.items()}}
         print(cname, json.dumps(report[cname]), flush=True)
     report["load_avg_end"] = list(__import__("os").getloadavg())
     args.out.write_text(json.dumps(report, indent=2))
