@@ -10,8 +10,8 @@ tokens, exactly 128 new tokens. Variants:
 * ``engine eager``: the default engine (dynamic cache, no compile);
 * ``engine static``: ``cache = "static"`` without compile;
 * ``engine static+compile``: ``cache = "static"``, ``compile = true`` (and ``raw static+compile``);
-* ``engine eager, sample top-k 50``: a sampling config (per-row seeded draws on the CPU, rows on
-  threads), and the same with the rows drawn one after another (the engine before the thread pool);
+* ``engine eager, sample top-k 50``: a sampling config through ``generate`` (the engine's counter-based
+  sampler as a logits processor; ``bench/gpu_engine.py`` times the new fast loop against the old engine);
 * beam search, 2 / 5 / 10 beams, eager, ``--beam-batch`` prompts (10 beams x 64 prompts does not fit);
 * ``batch_size`` unset (the engine sizes batches to free memory): greedy over 4 x ``--batch`` prompts and
   beam 10 over 2 x ``--batch`` prompts, with the batch sizes it chose and the peak memory.
@@ -138,11 +138,6 @@ class Recorder:
         self.seconds += time.perf_counter() - t
         self.outs.append(out)
         return out
-
-
-class SerialMap:
-    def map(self, fn, items):
-        return map(fn, items)
 
 
 def agreement(a, b, prompt_len: int) -> dict:
@@ -331,19 +326,8 @@ def main() -> None:
         engine("engine eager, half batches", greedy, prompts, batch=B // 2, time_it=False)
         report["agreement"][f"engine eager: batch {B} vs batches of {B // 2}"] = agreement(outputs["engine eager (dynamic cache)"], outputs["engine eager, half batches"], P)
         engine("engine static cache", greedy, prompts, cache="static")
-        # sampling: the engine's SeededSampler draws every row on the CPU with its own seeded generator,
-        # the rows on a thread pool; once more with the rows drawn one after another (as before), for comparison
-        import harness_engines.transformers_engine as engine_module
-
         sample = Decoding("sample", N, temperature=0.8, top_k=50)
         engine("engine eager, sample top-k 50", sample, prompts)
-        threaded_pool = engine_module._sampling_pool
-        engine_module._sampling_pool = lambda: SerialMap()
-        try:
-            engine("engine eager, sample top-k 50, serial rows", sample, prompts, warmup=0)
-        finally:
-            engine_module._sampling_pool = threaded_pool
-        report["agreement"]["sample: threaded vs serial rows"] = agreement(outputs["engine eager, sample top-k 50"], outputs["engine eager, sample top-k 50, serial rows"], P)
         report["agreement"]["raw vs engine eager"] = agreement(outputs["raw generate (eager, dynamic cache)"], outputs["engine eager (dynamic cache)"], P)
         report["agreement"]["engine eager vs static"] = agreement(outputs["engine eager (dynamic cache)"], outputs["engine static cache"], P)
         save()

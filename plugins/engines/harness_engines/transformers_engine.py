@@ -1,13 +1,19 @@
-"""``transformers``: generation with Hugging Face ``generate``.
+"""``transformers``: generation with Hugging Face models.
 
 * The model is loaded once per run (``open``) and serves every decoding config.
 * Prompts of one config are sorted by length and batched with left padding.
+* Greedy and sampled configs run through the harness's own decoding loop on a GPU
+  (``loop = "auto"``; ``fast_decode.py``: static KV cache, the step compiled and replayed as a
+  CUDA graph, stopping checked on the device) and through ``generate`` on a CPU; beam search
+  and beam sampling always through ``generate``. Both give the same text (tested in float32).
 * Every decoding field is passed explicitly and the model's own generation config is
   replaced by a neutral one, so a checkpoint's ``generation_config.json`` cannot turn
   sampling on behind the user's back.
-* Sampling is seeded per example: a logits processor draws each row's token with its
-  own ``torch.Generator`` seeded from the request, so a re-run — resumed, re-batched or
-  not — reproduces the same text.
+* Sampling is seeded per example and batch-invariant: ``sampling.py`` draws each row's token
+  by Gumbel-max with noise hashed from (the request's seed, step, token id), on the device, so
+  a re-run — resumed, re-batched or not — reproduces the same text. (Engine version 1 drew
+  with a per-row ``torch.Generator`` on the CPU: other samples, hence the version bump.)
+  Beam sampling is seeded per batch (``torch.manual_seed``), as before.
 * Generation stops at EOS (the tokenizer's and the model's) or ``max_new_tokens``.
 
 Speed options (none changes the text beyond float rounding — like ``batch_size``, they
@@ -24,7 +30,9 @@ are not part of the engine's identity):
   unsloth's inference path);
 * ``cache = "static"`` preallocates the KV cache (transformers' ``cache_implementation="static"``)
   instead of growing it by a copy of the whole cache every step;
-* ``compile = true`` (needs the static cache) lets transformers ``torch.compile`` the decoding
+* ``loop`` / ``cuda_graphs``: see ``fast_decode.py`` and docs/engines.md; ``compile`` unset
+  compiles the fast loop's step on a GPU;
+* with ``generate``, ``compile = true`` (needs the static cache) lets transformers ``torch.compile`` the decoding
   step (its default ``CompileConfig``: mode "reduce-overhead", CUDA graphs on a GPU). The prefill
   runs eagerly; only the one-token decoding steps go through the compiled forward, whose shapes
   are the batch (prompts x beams) and the cache length. The cache length is the longest prompt
@@ -53,8 +61,10 @@ from harness.api import Decoding, Engine, GenRequest, GenResult, ModelAdapter, M
 from harness.errors import MissingDependency, UserError
 
 from .eos import unique_token_ids
+from .sampling import CounterSampler
 
 CACHES = ("dynamic", "static")
+LOOPS = ("auto", "fast", "generate")
 #: prompts per batch on a CPU when batch_size is unset
 CPU_BATCH_SIZE = 16
 #: upper bound of an automatic batch size (prompts) on a GPU
@@ -66,8 +76,9 @@ GPU_MEMORY_SHARE = 0.7
 class TransformersEngine(Engine):
     name = "transformers"
     is_default = True
-    version = "1"
-    description = "Hugging Face transformers generate(), batched, seeded per example"
+    # 2: sampling draws with the counter-based Gumbel-max sampler (sampling.py), not torch.multinomial
+    version = "2"
+    description = "Hugging Face transformers models, batched, seeded per example; own CUDA-graph decoding loop on a GPU"
     options = {
         "batch_size": Option(
             int, default=None, nullable=True, minimum=1,
@@ -75,7 +86,15 @@ class TransformersEngine(Engine):
         ),
         "threads": Option(int, default=0, minimum=0, help="CPU threads for torch (0: torch's default)"),
         "cache": Option(str, default="dynamic", choices=CACHES, help="KV cache: dynamic (grows each step) or static (preallocated; needed by compile)"),
-        "compile": Option(bool, default=False, help="torch.compile the decoding step (needs cache = 'static'; each new batch shape compiles once)"),
+        "loop": Option(
+            str, default="auto", choices=LOOPS,
+            help="greedy/sample decoding loop: fast (the harness's static-cache loop, CUDA graphs on a GPU), generate (transformers' generate), auto (fast on a GPU, generate on a CPU)",
+        ),
+        "compile": Option(
+            bool, default=None, nullable=True,
+            help="torch.compile the decoding step; unset: on for the fast loop on a GPU, off otherwise (with generate it needs cache = 'static')",
+        ),
+        "cuda_graphs": Option(bool, default=True, help="fast loop on a GPU: replay each decoding step as a captured CUDA graph"),
         "prompt_cache": Option(int, default=1024, minimum=0, help="MiB of prompt KV caches kept for the next decoding configs (0: off; dynamic cache only)"),
     }
 
@@ -84,8 +103,9 @@ class TransformersEngine(Engine):
             import torch
         except ImportError:
             raise MissingDependency("torch", "default", purpose="the transformers engine") from None
-        cache, compile_ = self.settings.get("cache", "dynamic"), bool(self.settings.get("compile", False))
-        if compile_ and cache != "static":
+        cache, compile_ = self.settings.get("cache", "dynamic"), self.settings.get("compile")
+        loop = self.settings.get("loop", "auto")
+        if compile_ and cache != "static" and loop == "generate":
             raise UserError("compile = true needs cache = 'static' (transformers compiles the decoding step only with a static cache)", key="engine.compile")
         if self.settings.get("threads"):
             torch.set_num_threads(int(self.settings["threads"]))
@@ -94,6 +114,7 @@ class TransformersEngine(Engine):
         return TransformersSession(
             loaded.model, loaded.tokenizer, int(batch_size) if batch_size else None, loaded.generate,
             cache=cache, compile=compile_, prompt_cache_mb=int(self.settings.get("prompt_cache", 1024)),
+            loop=loop, cuda_graphs=bool(self.settings.get("cuda_graphs", True)),
         )
 
 
@@ -103,16 +124,23 @@ class TransformersSession:
     ``batch_size`` None: 16 prompts on a CPU, sized to free memory on a GPU.
     ``prompt_cache_mb`` > 0 keeps prompt KV caches across calls (see the module docstring);
     it is ignored with the static cache or a replacement ``generate``.
+    ``loop``: who decodes greedy and sampled configs — ``fast`` (:mod:`fast_decode`), ``generate``,
+    or ``auto`` (fast on a GPU). ``compile`` None: on for the fast loop on a GPU, off elsewhere;
+    with ``generate`` it compiles only with the static cache.
     """
 
     def __init__(
         self, model: Any, tokenizer: Any, batch_size: int | None = None, generate: Any = None, *,
-        cache: str = "dynamic", compile: bool = False, prompt_cache_mb: int = 0,
+        cache: str = "dynamic", compile: bool | None = None, prompt_cache_mb: int = 0,
+        loop: str = "generate", cuda_graphs: bool = True,
     ):
         from transformers import GenerationConfig
 
-        if cache not in CACHES or (compile and cache != "static"):
-            raise ValueError(f"cache must be one of {CACHES}, and compile needs cache='static' (got cache={cache!r}, compile={compile})")
+        if cache not in CACHES or loop not in LOOPS or (compile and cache != "static" and loop == "generate"):
+            raise ValueError(
+                f"cache must be one of {CACHES}, loop one of {LOOPS}, and compile with loop='generate' needs cache='static' "
+                f"(got cache={cache!r}, compile={compile}, loop={loop!r})"
+            )
         self.model = model
         self._generate = generate or model.generate
         self.tok = tokenizer
@@ -121,7 +149,7 @@ class TransformersSession:
         self.prompt_cache = PromptCache(prompt_cache_mb * 2**20) if prompt_cache_mb and cache == "dynamic" and generate is None else None
         self._row_cap: int | None = None  # rows (prompts x beams) known to fit after an out-of-memory
         self.compile_config = None
-        if compile:
+        if compile and cache == "static":
             from transformers import CompileConfig
 
             self.compile_config = CompileConfig()  # transformers' defaults for generate: fullgraph=False, mode="reduce-overhead"
@@ -137,9 +165,28 @@ class TransformersSession:
         self.device = next(model.parameters()).device
         self._position_ids = _accepts(model, "position_ids")
         self._logits_to_keep = _accepts(model, "logits_to_keep")
+        self.fast = None  # the fast decoding loop (greedy and sampled configs), when in use
+        self.fast_unsupported: str | None = None
+        use_fast = loop == "fast" or (loop == "auto" and self.device.type == "cuda")
+        if use_fast and generate is not None:
+            self.fast_unsupported = "the model adapter replaces generate()"
+        elif use_fast:
+            from .fast_decode import FastDecoder
+
+            self.fast_unsupported = FastDecoder.supported(model)
+            if self.fast_unsupported is None:
+                self.fast = FastDecoder(
+                    model, eos_ids=self.eos_ids, pad_id=self.tok.pad_token_id, cuda_graphs=cuda_graphs,
+                    compile=self.device.type == "cuda" if compile is None else bool(compile),
+                )
+        if loop == "fast" and self.fast is None:
+            raise UserError(f"loop = 'fast' cannot decode this model: {self.fast_unsupported}", key="engine.loop")
 
     def close(self) -> None:
         self.model = None
+        if self.fast is not None:
+            self.fast.clear()
+            self.fast = None
         if self.prompt_cache is not None:
             self.prompt_cache.clear()
 
@@ -164,7 +211,8 @@ class TransformersSession:
             out_of_memory = False
             try:
                 with torch.inference_mode():
-                    results = self._generate_batch(batch, [ids[r.key] for r in batch], longest)
+                    # rows: the fast loop pads a smaller last batch to this (one CUDA graph per call), never beyond the call's prompts
+                    results = self._generate_batch(batch, [ids[r.key] for r in batch], longest, rows=min(size, len(ordered)))
             except torch.OutOfMemoryError:
                 out_of_memory = True
             if out_of_memory:  # outside the except block: its traceback no longer holds the batch's tensors
@@ -210,16 +258,20 @@ class TransformersSession:
         rows = prompts * beams
         if self.prompt_cache is not None:
             self.prompt_cache.clear()
+        if self.fast is not None:
+            self.fast.clear()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         self._row_cap = rows // 2
 
-    def _generate_batch(self, batch: Sequence[GenRequest], ids: Sequence[list[int]], longest: int) -> list[GenResult]:
+    def _generate_batch(self, batch: Sequence[GenRequest], ids: Sequence[list[int]], longest: int, rows: int | None = None) -> list[GenResult]:
         decodings = {r.decoding for r in batch}
         if len(decodings) != 1:
             raise ValueError("a batch must share one decoding config")
         decoding: Decoding = decodings.pop()
+        if self.fast is not None and decoding.strategy in ("greedy", "sample"):
+            return self._fast_batch(batch, ids, longest, decoding, rows)
         enc = self.tok.pad({"input_ids": list(ids)}, padding=True, return_tensors="pt").to(self.device)
         kwargs = generate_kwargs(decoding, pad_token_id=self.tok.pad_token_id, eos_token_id=self.eos_ids)
         if self.cache == "static":
@@ -236,16 +288,38 @@ class TransformersSession:
                 past.batch_repeat_interleave(kwargs["num_beams"])
             kwargs["past_key_values"] = past
         if decoding.strategy == "sample":
-            kwargs["logits_processor"] = [SeededSampler(decoding, [r.seed for r in batch], self.device)]
+            prompt_len = enc["input_ids"].shape[1]
+            kwargs["logits_processor"] = [
+                CounterSampler(decoding.temperature, decoding.top_k, decoding.top_p, [r.seed for r in batch], prompt_len, self.device)
+            ]
         elif decoding.strategy == "beam_sample":
             import torch
 
             torch.manual_seed(batch[0].seed)  # beam sampling: seeded per batch
         out = self._generate(**enc, **kwargs)
         prompt_len = enc["input_ids"].shape[1]
+        return self._results(batch, out[:, prompt_len:], enc["attention_mask"])
+
+    def _fast_batch(self, batch: Sequence[GenRequest], ids: Sequence[list[int]], longest: int, decoding: Decoding, rows: int | None) -> list[GenResult]:
+        """Greedy / sampled batch through the fast loop; on a GPU with CUDA graphs, padded to ``rows`` prompts (one graph per call)."""
+        from .fast_decode import Selector
+
+        ids, seeds = list(ids), [r.seed for r in batch]
+        if self.fast.cuda_graphs and rows and len(ids) < rows:  # a smaller last batch reuses the full batch's graph
+            ids += [ids[0]] * (rows - len(ids))
+            seeds += [0] * (rows - len(seeds))
+        enc = self.tok.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(self.device)
+        new = self.fast.decode(
+            enc["input_ids"], enc["attention_mask"], Selector.of(decoding), seeds, decoding.max_new_tokens,
+            bucket(longest) + decoding.max_new_tokens,
+        )
+        n = len(batch)
+        return self._results(batch, new[:n], enc["attention_mask"][:n])
+
+    def _results(self, batch: Sequence[GenRequest], new_tokens: Any, attention_mask: Any) -> list[GenResult]:
         # one device-to-host copy per batch, not one per row
-        rows = out[:, prompt_len:].tolist()
-        prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
+        rows = new_tokens.tolist()
+        prompt_tokens = attention_mask.sum(dim=1).tolist()
         eos = set(self.eos_ids)
         results = []
         for req, new, n_prompt in zip(batch, rows, prompt_tokens, strict=True):
@@ -367,7 +441,7 @@ def bucket(n: int) -> int:
 
 
 def generate_kwargs(decoding: Decoding, *, pad_token_id: int, eos_token_id: list[int]) -> dict[str, Any]:
-    """Every decoding field, explicitly. Per-example sampling runs in SeededSampler, so HF itself decodes greedily."""
+    """Every decoding field, explicitly. Per-example sampling runs in CounterSampler, so HF itself decodes greedily."""
     beam = decoding.strategy in ("beam", "beam_sample")
     kwargs: dict[str, Any] = {
         "max_new_tokens": decoding.max_new_tokens,
@@ -395,62 +469,6 @@ def generate_kwargs(decoding: Decoding, *, pad_token_id: int, eos_token_id: list
     if decoding.strategy == "beam_sample":
         kwargs.update(temperature=decoding.temperature, top_k=decoding.top_k or None, top_p=decoding.top_p)
     return kwargs
-
-
-class SeededSampler:
-    """A logits processor that samples each row with its own generator and forces that token.
-
-    Applies temperature, top-k and top-p like transformers' warpers, draws one token per
-    row from ``torch.Generator`` seeded by the request, and returns scores that are
-    ``-inf`` everywhere else, so greedy selection picks the drawn token.
-    """
-
-    def __init__(self, decoding: Decoding, seeds: Sequence[int], device: Any):
-        import torch
-
-        self.decoding = decoding
-        self.generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
-        self.device = device
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        d = self.decoding
-        logits = scores.float() / max(d.temperature, 1e-6)
-        if d.top_k and d.top_k < logits.shape[-1]:
-            kth = torch.topk(logits, d.top_k, dim=-1).values[..., -1, None]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if d.top_p < 1.0:
-            sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
-            cum = sorted_logits.softmax(-1).cumsum(-1)
-            drop = cum - sorted_logits.softmax(-1) > d.top_p  # keep the token that crosses top_p
-            sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-            logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
-        probs = logits.softmax(-1).cpu()
-
-        def draw(i: int) -> Any:
-            return torch.multinomial(probs[i], 1, generator=self.generators[i])
-
-        # A draw costs one random number per vocabulary entry (~0.7 ms a row at 32k): 64 rows in
-        # a loop cost more than a GPU decoding step. Each row has its own generator, so the rows
-        # run on threads (torch releases the GIL) and draw exactly what the loop would.
-        rows = range(len(self.generators))
-        chosen = torch.stack(list(_sampling_pool().map(draw, rows)) if len(rows) > 1 else [draw(0)]).to(scores.device)
-        forced = torch.full_like(scores, float("-inf"))
-        return forced.scatter(-1, chosen, 0.0)
-
-
-_POOL = None
-
-
-def _sampling_pool() -> Any:
-    global _POOL
-    if _POOL is None:
-        import os
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1), thread_name_prefix="harness-sampler")
-    return _POOL
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
