@@ -284,11 +284,7 @@ def _interval(
         return lo, hi, "bootstrap"
     matrix = _stats_matrix(scores) if metric is not None and not _uses_mean(metric) else None
     if matrix is not None:
-        statistic = corpus_statistic(metric)
-        rng = np.random.default_rng(seed)
-        idx = rng.integers(0, matrix.shape[0], size=(int(n_resamples), matrix.shape[0]))
-        sums = _counts(idx, matrix.shape[0]) @ matrix
-        lo, hi = st._percentile_interval(statistic(sums), confidence)
+        lo, hi = st.bootstrap_ci_sums(matrix, corpus_statistic(metric), n_resamples=n_resamples, confidence=confidence, seed=seed)
         return lo, hi, "bootstrap-corpus"
     if _uses_mean(metric):
         lo, hi = st.bootstrap_ci(values, np.mean, n_resamples=n_resamples, confidence=confidence, seed=seed)
@@ -302,13 +298,6 @@ def _interval(
         seed=seed,
     )
     return lo, hi, "bootstrap"
-
-
-def _counts(idx: np.ndarray, n: int) -> np.ndarray:
-    """How often each of ``n`` examples occurs in each resample (rows of ``idx``)."""
-    rows = idx.shape[0]
-    flat = (idx + n * np.arange(rows)[:, None]).ravel()
-    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(float)
 
 
 def _paired(
@@ -325,14 +314,9 @@ def _paired(
     matrix_a = _stats_matrix(a) if metric_name != HUMAN and metric is not None and not _uses_mean(metric) else None
     matrix_b = _stats_matrix(b) if matrix_a is not None else None
     if matrix_a is not None and matrix_b is not None and matrix_a.shape == matrix_b.shape:
-        statistic = corpus_statistic(metric)
-        n = matrix_a.shape[0]
-        observed = float(statistic(matrix_a.sum(axis=0, keepdims=True))[0] - statistic(matrix_b.sum(axis=0, keepdims=True))[0])
-        rng = np.random.default_rng(seed)
-        counts = _counts(rng.integers(0, n, size=(int(n_resamples), n)), n)
-        boot = statistic(counts @ matrix_a) - statistic(counts @ matrix_b)
-        lo, hi = st._percentile_interval(boot, confidence)
-        return {"diff": observed, "ci_low": lo, "ci_high": hi, "p_value": st._two_sided_bootstrap_p(boot, observed), "n": n}
+        return st.paired_bootstrap_test_sums(
+            matrix_a, matrix_b, corpus_statistic(metric), n_resamples=n_resamples, confidence=confidence, seed=seed
+        )
     va = np.array([s.value for s in a], dtype=float)
     vb = np.array([s.value for s in b], dtype=float)
     if metric_name == HUMAN or _uses_mean(metric):
@@ -757,7 +741,7 @@ def provenance(runner: Any, *, seed: int, n_resamples: int, confidence: float) -
 
     exp = runner.exp
     meta = run_metadata(exp, "harness report")
-    for pkg in ("numpy", "scipy", "matplotlib", "sentence-transformers", "gguf", "pluggy", "click", "rich"):
+    for pkg in ("numpy", "scipy", "krippendorff", "matplotlib", "sentence-transformers", "gguf", "pluggy", "click", "rich"):
         try:
             meta["versions"].setdefault(pkg, md.version(pkg))
         except md.PackageNotFoundError:
