@@ -526,12 +526,12 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_section(r: dict[str, Any]) -> None:
+def write_section(table: str) -> None:
     from common import write_section as write_marked
 
     write_marked(
         "stats-libraries",
-        render(r),
+        table,
         "## The report's statistics: hand-written vs the libraries (CPU; issue 9, item 4)\n\n"
         "Script: `bench/stats_libraries.py`: every statistic of `harness report` and `harness analyze` three ways, side by side "
         "in one run on the same inputs and seeds — **hand-written** (the routines before item 4, frozen in "
@@ -564,7 +564,7 @@ def main() -> None:
     table = render(r)
     print(table)
     if not args.no_write:
-        write_section(r)
+        write_section(table)
 
 
 if __name__ == "__main__":
