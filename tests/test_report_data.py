@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import time
 
+import krippendorff
 import numpy as np
 import pytest
+from statsmodels.stats.multitest import multipletests
 
 from harness.report import data as rd
 from harness.report import stats
@@ -74,8 +76,18 @@ def build(rows, **kw):
     return rd.build(rows, metrics=metrics, configs=kw.pop("configs", CONFIGS), **kw)
 
 
-def _bleu_stat(metric):
-    return lambda m: metric.aggregate([ExampleScore(0.0, tuple(m.sum(axis=0)))])
+def _bleu_of_rows(metric, matrix):
+    """sacrebleu's corpus BLEU (through the metric's own aggregate) of the examples indexed per resample."""
+    return lambda i: metric.aggregate([ExampleScore(0.0, tuple(matrix[i].sum(axis=0)))])
+
+
+def _scipy_bootstrap(data, statistic, *, seed, paired=False, vectorized=False, n_resamples=1000):
+    """scipy.stats.bootstrap's percentile interval and distribution, drawn from default_rng(seed) as the report does."""
+    from scipy.stats import bootstrap
+
+    res = bootstrap(data, statistic, n_resamples=n_resamples, paired=paired, vectorized=vectorized, method="percentile",
+                    rng=np.random.default_rng(seed))
+    return tuple(res.confidence_interval), res.bootstrap_distribution
 
 
 # --------------------------------------------------------------------------- intervals
@@ -90,8 +102,8 @@ def test_mean_interval_is_the_stats_bootstrap_and_repeatable():
         if cell.metric != "rouge_l":
             continue
         values = [s.value for _, s in next(r for r in rows if (r["model"], r["config"], r["metric"]) == (cell.model, cell.config, "rouge_l"))["examples"]]
-        expected = stats.bootstrap_ci(values, np.mean, n_resamples=1000, seed=rd.cell_seed(3, "ci", cell.model, cell.config, "rouge_l"))
-        assert (cell.ci_low, cell.ci_high) == pytest.approx(expected, abs=0)
+        expected, _ = _scipy_bootstrap((np.array(values),), np.mean, vectorized=True, seed=rd.cell_seed(3, "ci", cell.model, cell.config, "rouge_l"))
+        assert (cell.ci_low, cell.ci_high) == pytest.approx(expected, abs=1e-12)
         assert cell.interval == "bootstrap"
         assert cell.ci_low <= cell.value <= cell.ci_high
     assert [(c.ci_low, c.ci_high) for c in data.cells] == [(c.ci_low, c.ci_high) for c in again.cells]
@@ -101,13 +113,15 @@ def test_mean_interval_is_the_stats_bootstrap_and_repeatable():
 def test_bleu_interval_recomputes_corpus_bleu_per_resample():
     metric = BleuMetric()
     rows = make_results(bleu=metric)
-    data = build(rows, metrics={"bleu": metric, "rouge_l": None}, seed=1)
+    data = build(rows, metrics={"bleu": metric, "rouge_l": None}, seed=1, n_resamples=300)
     for r in rows:
         if r["metric"] != "bleu":
             continue
         cell = data.cell(r["model"], r["config"], "bleu")
         matrix = np.array([s.stats for _, s in r["examples"]])
-        expected = stats.bootstrap_ci_rows(matrix, _bleu_stat(metric), seed=rd.cell_seed(1, "ci", r["model"], r["config"], "bleu"))
+        # scipy draws the resamples, sacrebleu computes each one's corpus BLEU
+        seed = rd.cell_seed(1, "ci", r["model"], r["config"], "bleu")
+        expected, _ = _scipy_bootstrap((np.arange(len(matrix)),), _bleu_of_rows(metric, matrix), seed=seed, n_resamples=300)
         assert (cell.ci_low, cell.ci_high) == pytest.approx(expected, rel=1e-12, abs=1e-15)
         assert cell.interval == "bootstrap-corpus"
         assert cell.ci_low <= cell.value <= cell.ci_high
@@ -193,7 +207,7 @@ def test_missing_values_get_no_interval():
 def test_paired_tests_match_stats_and_holm():
     metric = BleuMetric()
     rows = make_results(bleu=metric, configs=("c0", "c1", "c2"))
-    data = build(rows, metrics={"bleu": metric, "rouge_l": None}, seed=2)
+    data = build(rows, metrics={"bleu": metric, "rouge_l": None}, seed=2, n_resamples=300)
     by = {(r["model"], r["config"], r["metric"]): r for r in rows}
     for model in ("m1", "m2"):
         for name in ("bleu", "rouge_l", "human"):
@@ -202,15 +216,25 @@ def test_paired_tests_match_stats_and_holm():
             for comp in family:
                 seed = rd.cell_seed(2, "paired", model, comp.config, name)
                 a, b = by[(model, comp.config, name)]["examples"], by[(model, "c0", name)]["examples"]
+                # scipy's paired bootstrap on the same resamples; the values from sacrebleu (BLEU) or the mean
                 if name == "bleu":
-                    want = stats.paired_bootstrap_test_rows(np.array([s.stats for _, s in a]), np.array([s.stats for _, s in b]), _bleu_stat(metric), seed=seed)
+                    bleu_a = _bleu_of_rows(metric, np.array([s.stats for _, s in a]))
+                    bleu_b = _bleu_of_rows(metric, np.array([s.stats for _, s in b]))
+                    everything = np.arange(len(a))
+                    diff = bleu_a(everything) - bleu_b(everything)
+                    ci, dist = _scipy_bootstrap((everything,), lambda i: bleu_a(i) - bleu_b(i), seed=seed, n_resamples=300)
                 else:
-                    want = stats.paired_bootstrap_test([s.value for _, s in a], [s.value for _, s in b], seed=seed)
-                assert comp.diff == pytest.approx(want["diff"], rel=1e-12, abs=1e-15)
-                assert (comp.ci_low, comp.ci_high) == pytest.approx((want["ci_low"], want["ci_high"]), rel=1e-12, abs=1e-15)
-                assert comp.p_value == pytest.approx(want["p_value"])
+                    va, vb = np.array([s.value for _, s in a]), np.array([s.value for _, s in b])
+                    diff = va.mean() - vb.mean()
+                    ci, dist = _scipy_bootstrap((va, vb), lambda p, q, axis: p.mean(axis) - q.mean(axis), paired=True, vectorized=True,
+                                                seed=seed, n_resamples=300)
+                assert comp.diff == pytest.approx(diff, rel=1e-12, abs=1e-15)
+                assert (comp.ci_low, comp.ci_high) == pytest.approx(ci, rel=1e-12, abs=1e-15)
+                # two-sided: the share of centred resamples at least |diff| from 0, +1 in both counts
+                extreme = np.sum(np.abs(dist - diff) >= abs(diff) - 1e-12 * max(1.0, abs(diff)))
+                assert comp.p_value == pytest.approx(min(1.0, (extreme + 1) / (dist.size + 1)))
                 assert comp.n == 20
-            adjusted = stats.holm([c.p_value for c in family])
+            adjusted = stats.holm([c.p_value for c in family])  # checked against statsmodels in test_stats
             assert [c.p_holm for c in family] == pytest.approx(list(adjusted))
             assert [c.significant for c in family] == [bool(p < 0.05) for p in adjusted]
             cells = [data.cell(model, c.config, name) for c in family]
@@ -218,9 +242,18 @@ def test_paired_tests_match_stats_and_holm():
             assert data.cell(model, "c0", name).baseline and data.cell(model, "c0", name).p_holm is None
 
 
-def test_holm_by_hand():
-    # m = 3: smallest x3, then x2, then x1, kept monotone
-    assert list(stats.holm([0.01, 0.04, 0.03])) == pytest.approx([0.03, 0.06, 0.06])
+def test_holm_family_leaves_out_comparisons_without_a_p_value():
+    """A config with no value has no p-value: the others' Holm family is the configs that have one."""
+    rows = make_results(models=("m1",), configs=("c0", "c1", "c2", "c3"))
+    for r in rows:
+        if r["config"] == "c2" and r["metric"] == "rouge_l":
+            r.update(value=None, error="score failed")
+    configs = [*CONFIGS, ("c3", {"t": 1.5, "b": 1})]
+    family = [c for c in build(rows, configs=configs).comparisons if c.metric == "rouge_l"]
+    assert [c.config for c in family] == ["c1", "c2", "c3"]
+    assert family[1].p_value is None and family[1].p_holm is None and family[1].note == "no value"
+    both = [family[0].p_value, family[2].p_value]
+    assert [family[0].p_holm, family[2].p_holm] == pytest.approx(list(multipletests(both, method="holm")[1]))
 
 
 def test_real_differences_are_significant_and_no_difference_is_not():
@@ -309,7 +342,10 @@ def test_krippendorff_alpha_per_scale(scale, level):
     for r in ratings:
         units.setdefault(r.item, {})[r.annotator] = r.rating
     assert overall["level"] == level
-    assert overall["alpha"] == pytest.approx(stats.krippendorff_alpha(list(units.values()), level=level))
+    # the krippendorff package on the (annotators x items) matrix
+    annotators = sorted({r.annotator for r in ratings})
+    matrix = [[units[item].get(a, np.nan) for item in units] for a in annotators]
+    assert overall["alpha"] == pytest.approx(krippendorff.alpha(reliability_data=matrix, level_of_measurement=level), abs=1e-12)
     assert overall["n_items"] == 30 and overall["n_annotators"] == 3 and overall["n_ratings"] == 90
     assert 0.0 < overall["alpha"] <= 1.0
 

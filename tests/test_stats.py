@@ -1,14 +1,16 @@
-"""Tests for harness.stats: checked against scipy and hand-computed or published values."""
+"""Tests for harness.stats: checked against the libraries' own answers (scipy, statsmodels) on the same
+resamples, and against hand-computed or published values."""
 
 from __future__ import annotations
 
 import math
-import time
 import warnings
 
 import numpy as np
 import pytest
 from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
 
 from harness.report import stats
 
@@ -17,10 +19,23 @@ X = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0, 3.0, 5.0, 8.0])
 Y = np.array([2.0, 1.0, 3.0, 2.0, 4.0, 5.0, 1.0, 3.0, 5.0, 2.0, 4.0, 5.0])
 
 
-def _bleu_like(rows: np.ndarray) -> float:
-    """A corpus statistic from per-example sufficient statistics: sum(matches) / sum(totals)."""
-    totals = rows.sum(axis=0)
-    return float(totals[0] / totals[1]) if totals[1] else math.nan
+def _ratio_of_sums(sums: np.ndarray) -> np.ndarray:
+    """A corpus statistic from summed sufficient statistics, one value per row: sum(matches) / sum(totals)."""
+    sums = np.atleast_2d(sums)
+    with np.errstate(all="ignore"):
+        return np.where(sums[:, 1] > 0, sums[:, 0] / sums[:, 1], math.nan)
+
+
+def _scipy_percentile(data, statistic, *, seed, n_resamples=1000, paired=False, vectorized=False):
+    """scipy.stats.bootstrap's own percentile interval and distribution, drawn from default_rng(seed) as harness.stats does."""
+    res = sps.bootstrap(
+        data, statistic, n_resamples=n_resamples, paired=paired, vectorized=vectorized, method="percentile", rng=np.random.default_rng(seed)
+    )
+    return res.confidence_interval, res.bootstrap_distribution
+
+
+def _scipy_coefficients(x: np.ndarray, y: np.ndarray) -> list[float]:
+    return [sps.pearsonr(x, y)[0], sps.spearmanr(x, y)[0], sps.kendalltau(x, y)[0]]
 
 
 # --------------------------------------------------------------------------- correlations
@@ -61,7 +76,8 @@ def test_bootstrap_correlation_kernels_match_scipy_on_each_resample():
 
 def test_large_n_kendall_path_matches_matrix_path(monkeypatch):
     rng = np.random.default_rng(4)
-    weights = stats._resample_weights(X.size, rng, 20, np.arange(X.size) // 3)
+    group_counts = stats._resample_counts(rng.integers(0, 4, size=(20, 4)), 4)
+    weights = group_counts[:, np.arange(X.size) // 3]  # whole groups of three pairs drawn
     matrix = stats._weighted_kendall(X, Y, weights)
     monkeypatch.setattr(stats, "_MATRIX_KENDALL_MAX_N", 0)
     assert np.allclose(stats._weighted_kendall(X, Y, weights), matrix, equal_nan=True)
@@ -75,6 +91,54 @@ def test_correlation_cis_repeatable_and_cover_estimate():
     for name in stats.CORRELATIONS:
         assert first[name] == pytest.approx(stats.correlations(X, Y)[name])
         assert first[f"{name}_ci_low"] <= first[name] <= first[f"{name}_ci_high"]
+
+
+def test_correlation_cis_equal_scipy_bootstrap_of_scipy_coefficients():
+    """Same seed, same resamples: scipy.stats.bootstrap with pearsonr/spearmanr/kendalltau per resample."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=30)
+    y = np.round(x + rng.normal(0, 1, size=30))  # ties on one side
+    got = stats.correlation_cis(x, y, seed=9, n_resamples=300, confidence=0.9)
+    ci = sps.bootstrap((x, y), _scipy_coefficients, n_resamples=300, paired=True, vectorized=False, method="percentile",
+                       confidence_level=0.9, rng=np.random.default_rng(9)).confidence_interval
+    for i, name in enumerate(stats.CORRELATIONS):
+        assert got[name] == pytest.approx(_scipy_coefficients(x, y)[i], abs=1e-12)
+        assert (got[f"{name}_ci_low"], got[f"{name}_ci_high"]) == pytest.approx((ci.low[i], ci.high[i]), abs=1e-12)
+
+
+def test_correlation_cis_groups_equal_scipy_bootstrap_of_groups():
+    """The group bootstrap is scipy.stats.bootstrap over the group labels, each drawn group's pairs materialised."""
+    rng = np.random.default_rng(6)
+    groups = np.repeat(np.arange(15), rng.integers(1, 4, size=15))
+    x = rng.normal(size=groups.size)
+    y = x + rng.normal(0, 1, size=groups.size)
+
+    def of_groups(drawn):
+        rows = np.concatenate([np.flatnonzero(groups == g) for g in drawn])
+        return _scipy_coefficients(x[rows], y[rows])
+
+    got = stats.correlation_cis(x, y, groups=groups, seed=3, n_resamples=300)
+    ci, _ = _scipy_percentile((np.arange(15),), of_groups, seed=3, n_resamples=300)
+    assert got["n_groups"] == 15
+    for i, name in enumerate(stats.CORRELATIONS):
+        assert (got[f"{name}_ci_low"], got[f"{name}_ci_high"]) == pytest.approx((ci.low[i], ci.high[i]), abs=1e-12)
+
+
+def test_correlation_cis_leave_out_undefined_resamples():
+    """With 5 pairs some resamples are constant: their nan is left out, the rest is scipy's distribution."""
+    x, y = np.array([1.0, 2.0, 3.0, 4.0, 5.0]), np.array([2.0, 1.0, 4.0, 3.0, 5.0])
+
+    def coefficients(a, b):
+        return [math.nan] * 3 if np.all(a == a[0]) else _scipy_coefficients(a, b)
+
+    got = stats.correlation_cis(x, y, seed=2, n_resamples=400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sps.DegenerateDataWarning)  # scipy's own interval is nan here
+        _, dist = _scipy_percentile((x, y), coefficients, seed=2, n_resamples=400, paired=True)
+    assert np.isnan(dist).any()
+    for i, name in enumerate(stats.CORRELATIONS):
+        finite = dist[i][~np.isnan(dist[i])]
+        assert (got[f"{name}_ci_low"], got[f"{name}_ci_high"]) == pytest.approx(tuple(np.percentile(finite, [2.5, 97.5])), abs=1e-12)
 
 
 def test_correlation_cis_group_bootstrap():
@@ -101,6 +165,14 @@ def test_correlation_cis_drop_undefined_resamples_quietly():
 # --------------------------------------------------------------------------- bootstrap intervals
 
 
+def test_bootstrap_ci_is_scipy_percentile_bootstrap():
+    values = np.random.default_rng(0).normal(0.5, 0.2, size=200)
+    ci, _ = _scipy_percentile((values,), np.mean, seed=3, vectorized=True)
+    assert stats.bootstrap_ci(values, seed=3) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    low, high = stats.bootstrap_ci(values, seed=3, confidence=0.8)
+    assert high - low < ci.high - ci.low
+
+
 def test_bootstrap_ci_repeatable_and_covers_mean():
     values = np.random.default_rng(0).normal(0.5, 0.2, size=200)
     low, high = stats.bootstrap_ci(values, seed=3)
@@ -119,31 +191,37 @@ def test_bootstrap_ci_same_result_with_and_without_axis_support():
     )
 
 
-def test_bootstrap_ci_ignores_nan_and_handles_empty():
+def test_bootstrap_ci_ignores_nan_and_handles_empty_and_single():
     assert stats.bootstrap_ci([1.0, 2.0, np.nan, 3.0], seed=0) == stats.bootstrap_ci([1.0, 2.0, 3.0], seed=0)
     assert all(math.isnan(v) for v in stats.bootstrap_ci([]))
+    assert stats.bootstrap_ci([0.25]) == (0.25, 0.25)  # every resample is the one value (scipy needs two)
     with pytest.raises(ValueError):
         stats.bootstrap_ci([1.0, 2.0], confidence=1.5)
 
 
-def test_bootstrap_ci_rows_for_a_corpus_statistic():
-    rng = np.random.default_rng(1)
-    totals = rng.integers(5, 30, size=300).astype(float)
-    rows = np.column_stack([rng.binomial(totals.astype(int), 0.4), totals])
-    low, high = stats.bootstrap_ci_rows(rows, _bleu_like, seed=5)
-    assert (low, high) == stats.bootstrap_ci_rows(rows, _bleu_like, seed=5)
-    assert low < _bleu_like(rows) < high
+def _bleu_like_rows(rng, n, p):
+    totals = rng.integers(5, 30, size=n).astype(float)
+    return np.column_stack([rng.binomial(totals.astype(int), p), totals])
 
 
-def test_bootstraps_are_fast():
-    rng = np.random.default_rng(2)
-    values = rng.normal(size=500)
-    rows = np.column_stack([rng.integers(0, 10, 500), rng.integers(10, 20, 500)]).astype(float)
-    start = time.perf_counter()
-    stats.bootstrap_ci(values, n_resamples=1000)
-    stats.bootstrap_ci_rows(rows, _bleu_like, n_resamples=1000)
-    stats.correlation_cis(values, values + rng.normal(size=500), n_resamples=1000)
-    assert time.perf_counter() - start < 1.0
+def test_bootstrap_ci_sums_equals_scipy_on_materialised_resamples():
+    """scipy.stats.bootstrap with the rows of each resample copied and summed: same interval."""
+    rows = _bleu_like_rows(np.random.default_rng(1), 300, 0.4)
+
+    def of_columns(matches, totals, axis=-1):
+        return matches.sum(axis=axis) / totals.sum(axis=axis)
+
+    ci, _ = _scipy_percentile(tuple(rows.T), of_columns, seed=5, paired=True, vectorized=True)
+    low, high = stats.bootstrap_ci_sums(rows, _ratio_of_sums, seed=5)
+    assert (low, high) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    assert low < _ratio_of_sums(rows.sum(axis=0))[0] < high
+    assert stats.bootstrap_ci_sums(rows, _ratio_of_sums, seed=5) == (low, high)
+
+
+def test_bootstrap_ci_sums_leaves_out_undefined_resamples():
+    rows = np.array([[1.0, 2.0], [0.0, 0.0], [0.0, 0.0], [3.0, 4.0]])  # resamples of only rows 1-2 are 0/0
+    low, high = stats.bootstrap_ci_sums(rows, _ratio_of_sums, seed=0, n_resamples=2000)
+    assert 0.5 <= low <= high <= 0.75
 
 
 def test_wilson_interval_hand_computed():
@@ -163,7 +241,33 @@ def test_wilson_interval_hand_computed():
         stats.wilson_interval(5, 3)
 
 
+@pytest.mark.parametrize("k, n, confidence", [(0, 1, 0.95), (3, 7, 0.95), (37, 40, 0.9), (120, 500, 0.99)])
+def test_wilson_interval_equals_statsmodels(k, n, confidence):
+    assert stats.wilson_interval(k, n, confidence) == pytest.approx(proportion_confint(k, n, alpha=1 - confidence, method="wilson"), abs=1e-12)
+
+
 # --------------------------------------------------------------------------- paired tests
+
+
+def test_two_sided_bootstrap_p_hand_computed():
+    """d = 0.1; centred |d* - d| = 0.2, 0.1, 0.0, 0.05 -> two reach |d| (0.2, 0.1): p = (2 + 1) / (4 + 1)."""
+    assert stats._two_sided_bootstrap_p(np.array([0.3, 0.0, 0.1, 0.15, np.nan]), 0.1) == pytest.approx(0.6)
+    assert math.isnan(stats._two_sided_bootstrap_p(np.array([np.nan]), 0.1))
+
+
+def test_paired_bootstrap_is_scipy_paired_bootstrap():
+    rng = np.random.default_rng(7)
+    b = rng.random(60)
+    a = b + 0.03 + rng.normal(0, 0.1, size=60)
+    got = stats.paired_bootstrap_test(a, b, seed=11, confidence=0.9)
+    res = sps.bootstrap((a, b), lambda p, q, axis=-1: p.mean(axis=axis) - q.mean(axis=axis), paired=True, vectorized=True,
+                        n_resamples=1000, confidence_level=0.9, method="percentile", rng=np.random.default_rng(11))
+    assert got["diff"] == pytest.approx(a.mean() - b.mean(), abs=1e-15)
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx(tuple(res.confidence_interval), abs=1e-12)
+    assert got["p_value"] == stats._two_sided_bootstrap_p(res.bootstrap_distribution, got["diff"])
+    # a statistic without axis support runs per resample and gives the same numbers
+    slow = stats.paired_bootstrap_test(a, b, statistic=lambda v: float(np.mean(v)), seed=11, confidence=0.9)
+    assert slow == pytest.approx(got, abs=1e-12)
 
 
 def test_paired_bootstrap_identical_inputs():
@@ -187,34 +291,25 @@ def test_paired_bootstrap_clear_shift():
     assert noise["p_value"] > 0.05 or noise["ci_low"] <= 0 <= noise["ci_high"]
 
 
-def test_paired_bootstrap_rows_corpus_statistic():
+def test_paired_bootstrap_sums_equals_scipy_on_materialised_resamples():
     rng = np.random.default_rng(2)
-    totals = rng.integers(5, 30, size=80).astype(float)
-    rows_b = np.column_stack([rng.binomial(totals.astype(int), 0.3), totals])
-    rows_a = np.column_stack([np.minimum(totals, rows_b[:, 0] + 3), totals])
-    same = stats.paired_bootstrap_test_rows(rows_b, rows_b.copy(), _bleu_like)
-    assert same["diff"] == 0.0 and same["p_value"] == pytest.approx(1.0)
-    better = stats.paired_bootstrap_test_rows(rows_a, rows_b, _bleu_like, seed=1)
-    assert better["diff"] == pytest.approx(_bleu_like(rows_a) - _bleu_like(rows_b))
+    rows_b = _bleu_like_rows(rng, 80, 0.3)
+    rows_a = np.column_stack([np.minimum(rows_b[:, 1], rows_b[:, 0] + 3), rows_b[:, 1]])
+
+    def of_columns(ma, ta, mb, tb, axis=-1):
+        return ma.sum(axis=axis) / ta.sum(axis=axis) - mb.sum(axis=axis) / tb.sum(axis=axis)
+
+    ci, dist = _scipy_percentile((*rows_a.T, *rows_b.T), of_columns, seed=1, paired=True, vectorized=True)
+    better = stats.paired_bootstrap_test_sums(rows_a, rows_b, _ratio_of_sums, seed=1)
+    observed = _ratio_of_sums(rows_a.sum(axis=0))[0] - _ratio_of_sums(rows_b.sum(axis=0))[0]
+    assert better["diff"] == pytest.approx(observed, abs=1e-15)
+    assert (better["ci_low"], better["ci_high"]) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    assert better["p_value"] == pytest.approx(stats._two_sided_bootstrap_p(dist, observed), abs=1e-12)
     assert better["p_value"] < 0.01 and better["ci_low"] > 0
+    same = stats.paired_bootstrap_test_sums(rows_b, rows_b.copy(), _ratio_of_sums)
+    assert same["diff"] == 0.0 and same["p_value"] == pytest.approx(1.0)
     with pytest.raises(ValueError):
-        stats.paired_bootstrap_test_rows(rows_a, rows_b[:-1], _bleu_like)
-
-
-def test_paired_permutation_test():
-    a = np.random.default_rng(0).random(40)
-    assert stats.paired_permutation_test(a, a.copy())["p_value"] == pytest.approx(1.0)
-    shifted = stats.paired_permutation_test(a + 0.2, a, seed=1)
-    assert shifted["p_value"] < 0.001 and shifted["diff"] == pytest.approx(0.2)
-    assert shifted == stats.paired_permutation_test(a + 0.2, a, seed=1)
-
-
-def test_paired_permutation_exact_hand_computed():
-    """d = (1, 2, 3): of the 8 sign patterns only +-(1+2+3) reach |sum| >= 6, so p = 2/8."""
-    got = stats.paired_permutation_test([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
-    assert got["exact"] is True
-    assert got["p_value"] == pytest.approx(0.25)
-    assert got["diff"] == pytest.approx(2.0)
+        stats.paired_bootstrap_test_sums(rows_a, rows_b[:-1], _ratio_of_sums)
 
 
 # --------------------------------------------------------------------------- holm
@@ -229,6 +324,20 @@ def test_holm_matches_statsmodels_values():
     """
     got = stats.holm([0.01, 0.04, 0.03, 0.005])
     assert got == pytest.approx([0.03, 0.06, 0.06, 0.02])
+
+
+def test_holm_is_statsmodels_over_the_p_values_present():
+    rng = np.random.default_rng(8)
+    p = rng.random(12) ** 3
+    assert stats.holm(p) == pytest.approx(multipletests(p, method="holm")[1], abs=1e-15)
+    with_nan = p.copy()
+    with_nan[[2, 7]] = np.nan
+    got = stats.holm(with_nan)
+    assert np.isnan(got[[2, 7]]).all()
+    present = ~np.isnan(with_nan)
+    assert got[present] == pytest.approx(multipletests(p[present], method="holm")[1], abs=1e-15)
+    with pytest.raises(ValueError):
+        stats.holm([0.5, 1.5])
 
 
 def test_holm_caps_at_one_and_keeps_nan():
@@ -291,5 +400,14 @@ def test_krippendorff_dict_input_and_edge_cases():
         assert stats.krippendorff_alpha(perfect, level) == pytest.approx(1.0)
     assert math.isnan(stats.krippendorff_alpha([[1, 1], [1, 1]]))  # no variation: undefined
     assert math.isnan(stats.krippendorff_alpha([[1, _NAN], [_NAN, 2]]))  # nothing pairable
+    assert math.isnan(stats.krippendorff_alpha([[1, 1], [1, 1], [2, _NAN]]))  # the one other value is not pairable
     with pytest.raises(ValueError):
         stats.krippendorff_alpha(perfect, "cardinal")
+
+
+@pytest.mark.parametrize("level", ["nominal", "ordinal", "interval", "ratio"])
+def test_krippendorff_units_with_one_value_change_nothing(level):
+    """A unit rated once is not pairable, whatever its value (even one no pairable unit has)."""
+    extra = np.array([[7, _NAN, _NAN, _NAN], [_NAN, 2, _NAN, _NAN], [_NAN, _NAN, _NAN, _NAN]])
+    with_singles = np.vstack([KRIPPENDORFF_2011, extra])
+    assert stats.krippendorff_alpha(with_singles, level) == pytest.approx(stats.krippendorff_alpha(KRIPPENDORFF_2011, level), abs=1e-12)

@@ -212,6 +212,11 @@ class Aggregation:
 MEAN = Aggregation()
 
 
+def _as_statistic(corpus: Callable[[Any], Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """A metric's ``corpus_values`` as a function returning a float array."""
+    return lambda sums: np.asarray(corpus(sums), dtype=float)
+
+
 def _stats_matrix(scores: Sequence[ExampleScore]) -> np.ndarray | None:
     if not scores or any(s.stats is None for s in scores):
         return None
@@ -247,10 +252,7 @@ def _interval(
         matrix = _stats_matrix(scores)
         if matrix is None:
             return None
-        rng = np.random.default_rng(seed)
-        idx = rng.integers(0, matrix.shape[0], size=(int(n_resamples), matrix.shape[0]))
-        sums = _counts(idx, matrix.shape[0]) @ matrix
-        lo, hi = st._percentile_interval(np.asarray(agg.corpus(sums), dtype=float), confidence)
+        lo, hi = st.bootstrap_ci_sums(matrix, _as_statistic(agg.corpus), n_resamples=n_resamples, confidence=confidence, seed=seed)
         return lo, hi, "bootstrap-corpus"
     if agg.kind == "mean":
         lo, hi = st.bootstrap_ci(values, np.mean, n_resamples=n_resamples, confidence=confidence, seed=seed)
@@ -260,13 +262,6 @@ def _interval(
         lo, hi = st.bootstrap_ci(values, lambda v: fn([ExampleScore(float(x)) for x in v]), n_resamples=n_resamples, confidence=confidence, seed=seed)
         return lo, hi, "bootstrap"
     return None
-
-
-def _counts(idx: np.ndarray, n: int) -> np.ndarray:
-    """How often each of ``n`` examples occurs in each resample (rows of ``idx``)."""
-    rows = idx.shape[0]
-    flat = (idx + n * np.arange(rows)[:, None]).ravel()
-    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(float)
 
 
 def _paired(
@@ -284,14 +279,7 @@ def _paired(
         matrix_a, matrix_b = _stats_matrix(a), _stats_matrix(b)
         if matrix_a is None or matrix_b is None or matrix_a.shape != matrix_b.shape:
             return None
-        statistic = agg.corpus
-        n = matrix_a.shape[0]
-        observed = float(np.asarray(statistic(matrix_a.sum(axis=0, keepdims=True)))[0] - np.asarray(statistic(matrix_b.sum(axis=0, keepdims=True)))[0])
-        rng = np.random.default_rng(seed)
-        counts = _counts(rng.integers(0, n, size=(int(n_resamples), n)), n)
-        boot = np.asarray(statistic(counts @ matrix_a), dtype=float) - np.asarray(statistic(counts @ matrix_b), dtype=float)
-        lo, hi = st._percentile_interval(boot, confidence)
-        return {"diff": observed, "ci_low": lo, "ci_high": hi, "p_value": st._two_sided_bootstrap_p(boot, observed), "n": n}
+        return st.paired_bootstrap_test_sums(matrix_a, matrix_b, _as_statistic(agg.corpus), n_resamples=n_resamples, confidence=confidence, seed=seed)
     va = np.array([s.value for s in a], dtype=float)
     vb = np.array([s.value for s in b], dtype=float)
     if metric_name == HUMAN or agg.kind == "mean":

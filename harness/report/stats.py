@@ -2,19 +2,30 @@
 
 Pure functions over numpy arrays: no I/O, no plugin imports. Everything random takes a
 ``seed`` and draws from ``numpy.random.default_rng(seed)``, so every number is
-repeatable. scipy is imported inside the functions that need it.
+repeatable. The statistics come from libraries wherever one serves (imported inside
+the functions that need them):
 
-* :func:`bootstrap_ci`, :func:`bootstrap_ci_rows`: percentile bootstrap intervals over
-  examples, for per-example scores and for corpus statistics (BLEU) computed from
-  per-example sufficient statistics.
-* :func:`wilson_interval`: a binomial proportion interval.
-* :func:`correlations`, :func:`correlation_cis`: Pearson, Spearman and Kendall tau-b,
-  with bootstrap intervals that resample pairs (or whole groups of pairs).
-* :func:`paired_bootstrap_test`, :func:`paired_bootstrap_test_rows`,
-  :func:`paired_permutation_test`: is config A really better than config B on the same
-  examples?
+* :func:`bootstrap_ci`, :func:`bootstrap_ci_sums`: percentile bootstrap intervals over
+  examples (``scipy.stats.bootstrap``), for per-example scores and for corpus statistics
+  (BLEU) computed from the summed per-example sufficient statistics.
+* :func:`wilson_interval`: a binomial proportion interval (``scipy.stats.binomtest``).
+* :func:`correlations`, :func:`correlation_cis`: Pearson, Spearman and Kendall tau-b
+  (``scipy.stats``), with bootstrap intervals that resample pairs (or whole groups of
+  pairs) through ``scipy.stats.bootstrap``.
+* :func:`paired_bootstrap_test`, :func:`paired_bootstrap_test_sums`: is config A really
+  better than config B on the same examples?
 * :func:`holm`: Holm–Bonferroni adjustment when many such questions are asked at once.
-* :func:`krippendorff_alpha`: agreement between human raters.
+* :func:`krippendorff_alpha`: agreement between human raters (the ``krippendorff``
+  package).
+
+Our own code is kept only where ``bench/stats_libraries.py`` (BENCHMARKS.md) shows the
+library too slow for a report, and the tests check it against the library's answer:
+the statistics the bootstrap evaluates on all resamples at once from how often each
+example was drawn (column sums of sufficient statistics for corpus BLEU; weighted
+Pearson, Spearman and Kendall tau-b), where the libraries would run once per resample
+(scipy still draws the resamples and takes the percentiles); and Holm, where statsmodels
+runs a full garbage collection on every call. The paired bootstrap test's p-value has
+no library equivalent.
 
 Missing values are ``nan``. Functions over one array drop them; functions over pairs
 drop every pair in which either value is missing.
@@ -22,6 +33,7 @@ drop every pair in which either value is missing.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -31,13 +43,12 @@ import numpy as np
 
 __all__ = [
     "bootstrap_ci",
-    "bootstrap_ci_rows",
+    "bootstrap_ci_sums",
     "wilson_interval",
     "correlations",
     "correlation_cis",
     "paired_bootstrap_test",
-    "paired_bootstrap_test_rows",
-    "paired_permutation_test",
+    "paired_bootstrap_test_sums",
     "holm",
     "krippendorff_alpha",
     "CORRELATIONS",
@@ -50,8 +61,6 @@ CORRELATIONS: tuple[str, ...] = ("pearson", "spearman", "kendall")
 # matrix product for all resamples (3 * n^2 floats of memory); above it, scipy's
 # O(n log n) kendalltau runs once per resample.
 _MATRIX_KENDALL_MAX_N = 1500
-# Sign patterns drawn per chunk of the permutation test (bounds its memory).
-_PERMUTATION_CHUNK = 1_000_000
 
 
 # --------------------------------------------------------------------------- helpers
@@ -90,35 +99,80 @@ def _paired(a: Any, b: Any, names: tuple[str, str] = ("a", "b")) -> tuple[np.nda
     return x[keep], y[keep]
 
 
-def _percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
-    """The central ``confidence`` interval of ``samples``, ignoring nan; (nan, nan) if none are finite."""
-    samples = np.asarray(samples, dtype=float)
-    samples = samples[~np.isnan(samples)]
-    if samples.size == 0:
-        return math.nan, math.nan
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.percentile(samples, [100.0 * tail, 100.0 * (1.0 - tail)])
-    return float(low), float(high)
-
-
-def _apply_stat(stat: Callable[..., Any], samples: np.ndarray) -> np.ndarray:
-    """``stat`` of every row of ``samples`` (resamples x n).
-
-    Numpy reductions take ``axis`` and run once over the whole matrix; any other
-    callable is applied row by row.
-    """
+def _takes_axis(stat: Callable[..., Any]) -> bool:
+    """Whether ``stat`` accepts an ``axis`` keyword (numpy reductions do): then it runs once over all resamples."""
     try:
-        out = np.asarray(stat(samples, axis=1), dtype=float)
-        if out.shape == (samples.shape[0],):
-            return out
-    except TypeError:
-        pass
-    return np.array([float(stat(row)) for row in samples], dtype=float)
+        params = inspect.signature(stat).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "axis" for p in params)
 
 
-def _bootstrap_indices(rng: np.random.Generator, n: int, n_resamples: int) -> np.ndarray:
-    """All resampling index arrays at once: shape (n_resamples, n)."""
-    return rng.integers(0, n, size=(int(n_resamples), n))
+def _bootstrap(
+    data: tuple[np.ndarray, ...],
+    statistic: Callable[..., Any],
+    *,
+    vectorized: bool,
+    paired: bool,
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``scipy.stats.bootstrap`` (percentile method): ``(distribution, low, high)``.
+
+    ``distribution`` holds the statistic of every resample along its last axis. Where it
+    holds nan (resamples on which the statistic is undefined) the interval is taken over
+    the others; where all are nan it is nan. With a single observation every resample
+    is that observation (scipy needs two), so the distribution is constant.
+    """
+    from scipy import stats
+
+    n = data[0].shape[-1]
+    if n < 2:
+        resample = tuple(np.repeat(d[None, :], int(n_resamples), axis=0) for d in data)
+        if vectorized:
+            dist = np.asarray(statistic(*resample, axis=-1), dtype=float)
+        else:
+            dist = np.array([statistic(*(r[i] for r in resample)) for i in range(int(n_resamples))], dtype=float).T
+        return dist, *_quantiles(dist, confidence)
+    with warnings.catch_warnings():
+        # scipy warns when an end of the interval is nan (some resamples undefined): handled below
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(
+            data,
+            statistic,
+            n_resamples=int(n_resamples),
+            vectorized=vectorized,
+            paired=paired,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+    dist = np.asarray(res.bootstrap_distribution, dtype=float)
+    low = np.asarray(res.confidence_interval.low, dtype=float)
+    high = np.asarray(res.confidence_interval.high, dtype=float)
+    if np.isnan(low).any() or np.isnan(high).any():
+        low, high = _quantiles(dist, confidence)
+    return dist, low, high
+
+
+def _quantiles(dist: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """The central ``confidence`` interval along the last axis, leaving nan out (nan where nothing is left)."""
+    from scipy import stats
+
+    tail = (1.0 - confidence) / 2.0
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        q = np.asarray(stats.quantile(dist, np.array([tail, 1.0 - tail]), axis=-1, nan_policy="omit"), dtype=float)
+    return q[..., 0], q[..., 1]
+
+
+def _resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each of ``n`` items occurs in each row of ``idx``: shape (rows, n)."""
+    idx = np.asarray(idx, dtype=np.int64).reshape(-1, idx.shape[-1])
+    rows = idx.shape[0]
+    flat = (idx + n * np.arange(rows)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(float)
 
 
 # --------------------------------------------------------------------------- bootstrap intervals
@@ -134,9 +188,11 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``stat(values)``, resampling examples.
 
+    ``scipy.stats.bootstrap(method="percentile")`` with ``rng=default_rng(seed)``.
     ``values`` are per-example scores; nan entries are dropped. If ``stat`` accepts an
     ``axis`` keyword (numpy reductions do) it runs once over all resamples, otherwise
-    once per resample. Returns ``(nan, nan)`` when no values remain.
+    once per resample. Resamples where ``stat`` is nan are left out. Returns
+    ``(nan, nan)`` when no values remain.
     """
     _check_confidence(confidence)
     _check_resamples(n_resamples)
@@ -144,14 +200,32 @@ def bootstrap_ci(
     x = x[~np.isnan(x)]
     if x.size == 0:
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    samples = x[_bootstrap_indices(rng, x.size, n_resamples)]
-    return _percentile_interval(_apply_stat(stat, samples), confidence)
+    _, low, high = _bootstrap(
+        (x,), stat, vectorized=_takes_axis(stat), paired=False, n_resamples=n_resamples, confidence=confidence, seed=seed
+    )
+    return float(low), float(high)
 
 
-def bootstrap_ci_rows(
+def _sums_statistic(matrices: Sequence[np.ndarray], statistic: Callable[[np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
+    """A vectorised bootstrap statistic over example indices: ``statistic`` of each matrix's resampled column sums.
+
+    The sums come from how often each example was drawn times the matrix (one product for
+    all resamples), not from copying every resample's rows.
+    """
+    n = matrices[0].shape[0]
+
+    def of_indices(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        counts = _resample_counts(idx, n)
+        values = [np.asarray(statistic(counts @ m), dtype=float) for m in matrices]
+        out = values[0] if len(values) == 1 else values[0] - values[1]
+        return out.reshape(idx.shape[:-1])
+
+    return of_indices
+
+
+def bootstrap_ci_sums(
     rows: Any,
-    statistic: Callable[[np.ndarray], float],
+    statistic: Callable[[np.ndarray], np.ndarray],
     *,
     n_resamples: int = 1000,
     confidence: float = 0.95,
@@ -160,39 +234,44 @@ def bootstrap_ci_rows(
     """Percentile bootstrap interval of a corpus statistic, resampling rows (examples).
 
     ``rows`` is an (examples x k) matrix of per-example sufficient statistics, e.g. the
-    n-gram matches and totals and the lengths behind corpus BLEU; ``statistic`` maps such
-    a matrix to one number (for BLEU: sum the columns, then compute the score).
-    Resamples where ``statistic`` is nan are ignored.
+    n-gram matches and totals and the lengths behind corpus BLEU; ``statistic`` maps an
+    (m x k) matrix of summed statistics to m values (one corpus value per row of sums).
+    ``scipy.stats.bootstrap`` draws the resamples exactly as :func:`bootstrap_ci` does
+    with the same seed; each resample's sums are computed without copying its rows.
+    Resamples where ``statistic`` is nan are left out.
     """
     _check_confidence(confidence)
     _check_resamples(n_resamples)
     matrix = _as_rows(rows)
     if matrix.shape[0] == 0:
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    idx = _bootstrap_indices(rng, matrix.shape[0], n_resamples)
-    samples = np.array([float(statistic(matrix[i])) for i in idx], dtype=float)
-    return _percentile_interval(samples, confidence)
+    _, low, high = _bootstrap(
+        (np.arange(matrix.shape[0]),),
+        _sums_statistic([matrix], statistic),
+        vectorized=True,
+        paired=False,
+        n_resamples=n_resamples,
+        confidence=confidence,
+        seed=seed,
+    )
+    return float(low), float(high)
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion ``successes / n``.
 
-    Returns ``(nan, nan)`` for ``n == 0``.
+    ``scipy.stats.binomtest(successes, n).proportion_ci(confidence, method="wilson")``
+    (no continuity correction). Returns ``(nan, nan)`` for ``n == 0``.
     """
-    from scipy.stats import norm
+    from scipy.stats import binomtest
 
     _check_confidence(confidence)
     if n < 0 or successes < 0 or successes > n:
         raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
     if n == 0:
         return math.nan, math.nan
-    z = float(norm.ppf(1.0 - (1.0 - confidence) / 2.0))
-    p = successes / n
-    denom = 1.0 + z * z / n
-    center = (p + z * z / (2.0 * n)) / denom
-    half = z / denom * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n))
-    return max(0.0, center - half), min(1.0, center + half)
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 # --------------------------------------------------------------------------- correlations
@@ -220,13 +299,6 @@ def correlations(x: Any, y: Any) -> dict[str, float]:
         out["spearman"] = float(stats.spearmanr(xs, ys)[0])
         out["kendall"] = float(stats.kendalltau(xs, ys, variant="b")[0])
     return out
-
-
-def _resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
-    """How often each of ``n`` items occurs in each row of ``idx``: shape (rows, n)."""
-    rows = idx.shape[0]
-    flat = (idx + n * np.arange(rows)[:, None]).ravel()
-    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(float)
 
 
 class _Ties:
@@ -322,20 +394,20 @@ def _batch_correlations(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> di
     return out
 
 
-def _resample_weights(
-    n: int, rng: np.random.Generator, n_resamples: int, groups: np.ndarray | None = None
-) -> np.ndarray:
-    """Bootstrap counts (n_resamples x n): pairs drawn with replacement, or whole groups.
+def _correlation_statistic(x: np.ndarray, y: np.ndarray, inverse: np.ndarray | None) -> Callable[..., np.ndarray]:
+    """A vectorised bootstrap statistic over the indices of pairs (or of groups): the three coefficients per resample.
 
-    With ``groups`` (one label per pair), groups are drawn with replacement and every
-    pair of a group drawn k times gets weight k.
+    ``inverse`` maps each pair to its group; a group drawn k times gives each of its
+    pairs weight k. Output: (coefficients x resamples), in :data:`CORRELATIONS` order.
     """
-    if groups is None:
-        return _resample_counts(_bootstrap_indices(rng, n, n_resamples), n)
-    _, inverse = np.unique(groups, return_inverse=True)
-    n_groups = int(inverse.max()) + 1
-    group_counts = _resample_counts(_bootstrap_indices(rng, n_groups, n_resamples), n_groups)
-    return group_counts[:, inverse.ravel()]
+    n_items = x.size if inverse is None else int(inverse.max()) + 1
+
+    def of_indices(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        counts = _resample_counts(idx, n_items)
+        boot = _batch_correlations(x, y, counts if inverse is None else counts[:, inverse])
+        return np.stack([boot[name] for name in CORRELATIONS]).reshape(len(CORRELATIONS), *idx.shape[:-1])
+
+    return of_indices
 
 
 def correlation_cis(
@@ -351,10 +423,13 @@ def correlation_cis(
 
     Returns ``pearson``, ``spearman``, ``kendall`` (from :func:`correlations`), each with
     ``<name>_ci_low`` and ``<name>_ci_high``, and ``n`` (the number of complete pairs).
-    The bootstrap resamples pairs with replacement; with ``groups`` (one label per pair,
-    e.g. the example id when each example was rated under several configs) it resamples
-    whole groups instead, and ``n_groups`` is added. Resamples in which a coefficient is
-    undefined (constant input) are left out of its interval.
+    The bootstrap (``scipy.stats.bootstrap``, percentile method, ``rng=default_rng(seed)``)
+    resamples pairs with replacement; with ``groups`` (one label per pair, e.g. the example
+    id when each example was rated under several configs) it resamples whole groups
+    instead, and ``n_groups`` is added. The coefficients of all resamples are computed at
+    once from how often each pair was drawn; they equal scipy's ``pearsonr``,
+    ``spearmanr`` and ``kendalltau`` on the materialised resamples. Resamples in which a
+    coefficient is undefined (constant input) are left out of its interval.
     """
     _check_confidence(confidence)
     _check_resamples(n_resamples)
@@ -372,17 +447,28 @@ def correlation_cis(
 
     result: dict[str, float] = dict(correlations(xs, ys))
     result["n"] = int(xs.size)
+    inverse: np.ndarray | None = None
     if labels is not None:
-        result["n_groups"] = int(np.unique(labels).size)
+        _, inverse = np.unique(labels, return_inverse=True)
+        inverse = inverse.ravel()
+        result["n_groups"] = int(inverse.max()) + 1 if inverse.size else 0
     for name in CORRELATIONS:
         result[f"{name}_ci_low"] = result[f"{name}_ci_high"] = math.nan
     if xs.size < 2:
         return result
 
-    rng = np.random.default_rng(seed)
-    boot = _batch_correlations(xs, ys, _resample_weights(xs.size, rng, n_resamples, labels))
-    for name in CORRELATIONS:
-        result[f"{name}_ci_low"], result[f"{name}_ci_high"] = _percentile_interval(boot[name], confidence)
+    n_items = xs.size if inverse is None else int(inverse.max()) + 1
+    _, low, high = _bootstrap(
+        (np.arange(n_items),),
+        _correlation_statistic(xs, ys, inverse),
+        vectorized=True,
+        paired=False,
+        n_resamples=n_resamples,
+        confidence=confidence,
+        seed=seed,
+    )
+    for i, name in enumerate(CORRELATIONS):
+        result[f"{name}_ci_low"], result[f"{name}_ci_high"] = float(low[i]), float(high[i])
     return result
 
 
@@ -395,6 +481,7 @@ def _two_sided_bootstrap_p(boot_diffs: np.ndarray, observed: float) -> float:
     Under the null of no difference the centred bootstrap differences ``d* - d`` estimate
     the spread of ``d``; p is the share at least as far from 0 as ``d`` itself, with the
     usual +1 so it is never exactly 0 (Berg-Kirkpatrick et al. 2012; Koehn 2004).
+    scipy has no bootstrap p-value; this is the formula the report states.
     """
     boot_diffs = boot_diffs[~np.isnan(boot_diffs)]
     if boot_diffs.size == 0 or math.isnan(observed):
@@ -417,8 +504,9 @@ def paired_bootstrap_test(
 
     ``a`` and ``b`` are per-example scores of two configs on the same examples, in the
     same order; pairs with a nan are dropped. Each resample draws the same example
-    indices for both. Returns ``diff`` (observed), ``ci_low``/``ci_high`` (percentile
-    interval of the difference), a two-sided ``p_value`` and ``n``.
+    indices for both (``scipy.stats.bootstrap(paired=True)``, percentile method). Returns
+    ``diff`` (observed), ``ci_low``/``ci_high`` (percentile interval of the difference),
+    a two-sided ``p_value`` (:func:`_two_sided_bootstrap_p`) and ``n``.
     """
     _check_confidence(confidence)
     _check_resamples(n_resamples)
@@ -427,18 +515,28 @@ def paired_bootstrap_test(
     if xa.size == 0:
         return result
     observed = float(statistic(xa)) - float(statistic(xb))
-    rng = np.random.default_rng(seed)
-    idx = _bootstrap_indices(rng, xa.size, n_resamples)
-    boot = _apply_stat(statistic, xa[idx]) - _apply_stat(statistic, xb[idx])
-    low, high = _percentile_interval(boot, confidence)
-    result.update(diff=observed, ci_low=low, ci_high=high, p_value=_two_sided_bootstrap_p(boot, observed))
+    vectorized = _takes_axis(statistic)
+    if vectorized:
+
+        def difference(p: np.ndarray, q: np.ndarray, axis: int = -1) -> np.ndarray:
+            return np.asarray(statistic(p, axis=axis), dtype=float) - np.asarray(statistic(q, axis=axis), dtype=float)
+
+    else:
+
+        def difference(p: np.ndarray, q: np.ndarray) -> float:  # type: ignore[misc]
+            return float(statistic(p)) - float(statistic(q))
+
+    boot, low, high = _bootstrap(
+        (xa, xb), difference, vectorized=vectorized, paired=True, n_resamples=n_resamples, confidence=confidence, seed=seed
+    )
+    result.update(diff=observed, ci_low=float(low), ci_high=float(high), p_value=_two_sided_bootstrap_p(boot, observed))
     return result
 
 
-def paired_bootstrap_test_rows(
+def paired_bootstrap_test_sums(
     rows_a: Any,
     rows_b: Any,
-    statistic: Callable[[np.ndarray], float],
+    statistic: Callable[[np.ndarray], np.ndarray],
     *,
     n_resamples: int = 1000,
     confidence: float = 0.95,
@@ -447,8 +545,10 @@ def paired_bootstrap_test_rows(
     """Paired bootstrap test for a corpus statistic such as BLEU.
 
     ``rows_a`` and ``rows_b`` are (examples x k) sufficient statistics of two configs on
-    the same examples, row i of each being example i; every resample takes the same rows
-    from both. Returns the same keys as :func:`paired_bootstrap_test`.
+    the same examples, row i of each being example i; ``statistic`` is as in
+    :func:`bootstrap_ci_sums`. Every resample takes the same rows from both; the
+    resamples are those :func:`paired_bootstrap_test` draws with the same seed. Returns
+    the same keys as :func:`paired_bootstrap_test`.
     """
     _check_confidence(confidence)
     _check_resamples(n_resamples)
@@ -458,47 +558,18 @@ def paired_bootstrap_test_rows(
     result = {"diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan, "n": int(ma.shape[0])}
     if ma.shape[0] == 0:
         return result
-    observed = float(statistic(ma)) - float(statistic(mb))
-    rng = np.random.default_rng(seed)
-    idx = _bootstrap_indices(rng, ma.shape[0], n_resamples)
-    boot = np.array([float(statistic(ma[i])) - float(statistic(mb[i])) for i in idx], dtype=float)
-    low, high = _percentile_interval(boot, confidence)
-    result.update(diff=observed, ci_low=low, ci_high=high, p_value=_two_sided_bootstrap_p(boot, observed))
+    observed = float(statistic(ma.sum(axis=0, keepdims=True))[0]) - float(statistic(mb.sum(axis=0, keepdims=True))[0])
+    boot, low, high = _bootstrap(
+        (np.arange(ma.shape[0]),),
+        _sums_statistic([ma, mb], statistic),
+        vectorized=True,
+        paired=False,
+        n_resamples=n_resamples,
+        confidence=confidence,
+        seed=seed,
+    )
+    result.update(diff=observed, ci_low=float(low), ci_high=float(high), p_value=_two_sided_bootstrap_p(boot, observed))
     return result
-
-
-def paired_permutation_test(a: Any, b: Any, *, n_resamples: int = 10000, seed: int = 0) -> dict[str, Any]:
-    """Sign-flip permutation test of the mean paired difference ``mean(a - b)``.
-
-    Under the null, each example's difference is as likely positive as negative.
-    When ``2**n <= n_resamples`` all sign patterns are enumerated and the p-value is
-    exact; otherwise ``n_resamples`` random patterns are drawn and
-    ``p = (1 + extreme) / (1 + n_resamples)``. Two-sided. Returns ``diff``, ``p_value``,
-    ``n`` and ``exact``.
-    """
-    _check_resamples(n_resamples)
-    xa, xb = _paired(a, b)
-    d = xa - xb
-    n = int(d.size)
-    if n == 0:
-        return {"diff": math.nan, "p_value": math.nan, "n": 0, "exact": False}
-    observed = float(d.mean())
-    tol = 1e-12 * max(1.0, float(np.abs(d).max()))
-    exact = n < 63 and 2**n <= n_resamples
-    if exact:
-        patterns = (((np.arange(2**n)[:, None] >> np.arange(n)) & 1) * 2 - 1).astype(float)
-        flipped = np.abs(patterns @ d) / n
-        p = float(np.mean(flipped >= abs(observed) - tol))
-    else:
-        rng = np.random.default_rng(seed)
-        extreme = 0
-        chunk = max(1, _PERMUTATION_CHUNK // n)
-        for start in range(0, int(n_resamples), chunk):
-            rows = min(chunk, int(n_resamples) - start)
-            signs = np.where(rng.random((rows, n)) < 0.5, -1.0, 1.0)
-            extreme += int(np.sum(np.abs(signs @ d) / n >= abs(observed) - tol))
-        p = (extreme + 1) / (int(n_resamples) + 1)
-    return {"diff": observed, "p_value": min(1.0, p), "n": n, "exact": exact}
 
 
 # --------------------------------------------------------------------------- multiple testing
@@ -508,8 +579,11 @@ def holm(p_values: Any) -> np.ndarray:
     """Holm–Bonferroni step-down adjusted p-values, in the input order.
 
     The i-th smallest of m p-values is multiplied by ``m - i + 1``; a running maximum
-    keeps the adjusted values monotone and they are capped at 1 (as statsmodels'
-    ``multipletests(method="holm")``). nan entries stay nan and do not count in m.
+    keeps the adjusted values monotone and they are capped at 1: the values of
+    statsmodels' ``multipletests(p, method="holm")[1]``, which the tests check. nan
+    entries stay nan and do not count in m. Our own because statsmodels runs a full
+    ``gc.collect()`` on every call (25-55 ms in a report process, far more in a large
+    one: see BENCHMARKS.md) and would add pandas to the core install.
     """
     p = _as_1d(p_values, "p_values")
     if np.any((p < 0) | (p > 1)):
@@ -553,55 +627,27 @@ def _ratings_matrix(ratings: Any) -> np.ndarray:
     return matrix
 
 
-def _distance_matrix(values: np.ndarray, totals: np.ndarray, level: str) -> np.ndarray:
-    """Squared difference function delta^2(c, k) over the sorted distinct values."""
-    if level == "nominal":
-        return 1.0 - np.eye(values.size)
-    if level == "interval":
-        return (values[:, None] - values[None, :]) ** 2
-    if level == "ratio":
-        total = values[:, None] + values[None, :]
-        with np.errstate(all="ignore"):
-            d = np.where(total == 0, 0.0, (values[:, None] - values[None, :]) / total)
-        return d**2
-    # ordinal: (sum_{g=c..k} n_g - (n_c + n_k)/2)^2, i.e. the squared distance between the
-    # values' mid-cumulative frequencies
-    mid = np.cumsum(totals) - totals / 2.0
-    return (mid[:, None] - mid[None, :]) ** 2
-
-
 def krippendorff_alpha(ratings: Any, level: str = "nominal") -> float:
     """Krippendorff's alpha for any number of coders, with missing values.
 
     ``ratings`` is a units x coders matrix (nan or None = missing), or a list with one
     dict per unit mapping coder -> value (absent or None = missing). Values are numbers;
     ``level`` (``nominal``, ``ordinal``, ``interval``, ``ratio``) picks the difference
-    function. Computed from the coincidence matrix as in Krippendorff (2011), "Computing
-    Krippendorff's Alpha-Reliability": units with fewer than two values are not
-    pairable and are ignored. Returns nan when alpha is undefined (no pairable values,
-    or a single value used throughout).
+    function. Computed by the ``krippendorff`` package (``krippendorff.alpha``, from the
+    coincidence matrix as in Krippendorff (2011), "Computing Krippendorff's
+    Alpha-Reliability") over the pairable units: units with fewer than two values add
+    nothing to alpha and are left out. Returns nan when alpha is undefined (no pairable
+    values, or a single value used throughout), where the package would raise or divide
+    by zero.
     """
     if level not in _LEVELS:
         raise ValueError(f"unknown level '{level}'; allowed: {', '.join(_LEVELS)}")
     matrix = _ratings_matrix(ratings)
-    present = ~np.isnan(matrix)
-    matrix = matrix[present.sum(axis=1) >= 2]
-    if matrix.size == 0:
+    matrix = matrix[(~np.isnan(matrix)).sum(axis=1) >= 2]
+    if np.unique(matrix[~np.isnan(matrix)]).size < 2:
         return math.nan
-    values, codes = np.unique(matrix[~np.isnan(matrix)], return_inverse=True)
-    # counts[u, c]: how many coders gave value c to unit u
-    units = np.nonzero(~np.isnan(matrix))[0]
-    counts = np.zeros((matrix.shape[0], values.size))
-    np.add.at(counts, (units, codes), 1.0)
-    pairable = counts.sum(axis=1)
-    weighted = counts / (pairable - 1.0)[:, None]
-    # o[c, k] = sum_u (n_uc * n_uk - [c == k] * n_uc) / (m_u - 1)
-    coincidences = weighted.T @ counts - np.diag(weighted.sum(axis=0))
-    totals = coincidences.sum(axis=1)
-    n = totals.sum()
-    delta2 = _distance_matrix(values, totals, level)
-    expected = float(totals @ delta2 @ totals)
-    if expected <= 0.0:
-        return math.nan
-    observed = float(np.sum(coincidences * delta2))
-    return 1.0 - (n - 1.0) * observed / expected
+    import krippendorff
+
+    with np.errstate(all="ignore"):
+        alpha = float(krippendorff.alpha(reliability_data=matrix.T, level_of_measurement=level))
+    return alpha if math.isfinite(alpha) else math.nan
