@@ -103,18 +103,18 @@ class TransformersEngine(Engine):
             import torch
         except ImportError:
             raise MissingDependency("torch", "default", purpose="the transformers engine") from None
-        cache, compile_ = self.settings.get("cache", "dynamic"), self.settings.get("compile")
-        loop = self.settings.get("loop", "auto")
+        cache, compile_ = self.settings["cache"], self.settings["compile"]
+        loop = self.settings["loop"]
         if compile_ and cache != "static" and loop == "generate":
             raise UserError("compile = true needs cache = 'static' (transformers compiles the decoding step only with a static cache)", key="engine.compile")
-        if self.settings.get("threads"):
+        if self.settings["threads"]:
             torch.set_num_threads(int(self.settings["threads"]))
         loaded = adapter.load(spec, adapter_dir)
-        batch_size = self.settings.get("batch_size")
+        batch_size = self.settings["batch_size"]
         return TransformersSession(
             loaded.model, loaded.tokenizer, int(batch_size) if batch_size else None, loaded.generate,
-            cache=cache, compile=compile_, prompt_cache_mb=int(self.settings.get("prompt_cache", 1024)),
-            loop=loop, cuda_graphs=bool(self.settings.get("cuda_graphs", True)),
+            cache=cache, compile=compile_, prompt_cache_mb=int(self.settings["prompt_cache"]),
+            loop=loop, cuda_graphs=bool(self.settings["cuda_graphs"]),
         )
 
 

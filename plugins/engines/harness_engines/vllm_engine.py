@@ -134,7 +134,7 @@ class VllmEngine(Engine):
 
     def dtype(self) -> str:
         """The dtype vLLM runs in: the setting, or for ``auto`` bf16/fp16 on a GPU and fp32 on CPU."""
-        choice = self.settings.get("dtype", "auto")
+        choice = self.settings["dtype"]
         if choice != "auto":
             return choice
         if not self.cuda():
@@ -144,7 +144,7 @@ class VllmEngine(Engine):
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
     def memory_share(self) -> float:
-        value = self.settings.get("gpu_memory_utilization")
+        value = self.settings["gpu_memory_utilization"]
         if value is not None:
             return float(value)
         return 0.9 if self.cuda() else 0.2
@@ -177,14 +177,14 @@ class VllmEngine(Engine):
             "model": str(base),
             "tokenizer": str(base),
             "dtype": self.dtype(),
-            "max_model_len": int(self.settings.get("max_model_len", 2048)),
+            "max_model_len": int(self.settings["max_model_len"]),
             "gpu_memory_utilization": self.memory_share(),
-            "enforce_eager": bool(self.settings.get("enforce_eager", False)),
-            "seed": int(self.settings.get("seed", 0)),
+            "enforce_eager": bool(self.settings["enforce_eager"]),
+            "seed": int(self.settings["seed"]),
             "enable_prefix_caching": True,
             "trust_remote_code": bool(spec.options.get("trust_remote_code", False)),
         }
-        block_size = self.settings.get("block_size") or (None if self.cuda() else CPU_BLOCK_SIZE)
+        block_size = self.settings["block_size"] or (None if self.cuda() else CPU_BLOCK_SIZE)
         if block_size:
             kwargs["block_size"] = int(block_size)
         revision = spec.options.get("revision")
@@ -198,7 +198,7 @@ class VllmEngine(Engine):
         t0 = time.perf_counter()
         llm = vllm.LLM(**kwargs)
         started = time.perf_counter() - t0
-        return VllmSession(llm, lora, int(self.settings.get("batch_size", 64)), kwargs["max_model_len"], started)
+        return VllmSession(llm, lora, int(self.settings["batch_size"]), kwargs["max_model_len"], started)
 
 
 class VllmSession:
