@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from harness.api import DatasetSource
-from harness.errors import MissingDependency, UserError
+from harness.errors import UserError
 from harness.plugins import build_plugins
 from harness_datasets import alpaca, synthetic, synthetic_tasks
 from harness_datasets.alpaca import HubSource, JsonSource

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -11,26 +9,11 @@ from pathlib import Path
 import pytest
 
 import fakes
+from sheets import read_rows, stand_in_rating, write_rows
 from harness.store import STORE_NAME
 
 N_CELLS = 2 * len(fakes.STUDY_CONFIGS)
 PER_CELL = 3
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _write(path: Path, rows: list[dict[str, str]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
-def _rating(item_id: str, annotator: str) -> int:
-    return hashlib.sha256(f"{item_id}/{annotator}".encode()).digest()[0] % 2
 
 
 def _query(registry: Path, sql: str):
@@ -52,7 +35,7 @@ def exported(cli, fake_registry):
 
 
 def test_export_is_blinded(exported) -> None:
-    rows = _rows(exported)
+    rows = read_rows(exported)
     assert list(rows[0]) == ["item_id", "instruction", "input", "reference", "response", "rating", "annotator", "comment"]
     assert len(rows) == N_CELLS * PER_CELL
     assert len({r["item_id"] for r in rows}) == len(rows)
@@ -65,10 +48,10 @@ def test_round_trip_two_annotators(cli, fake_registry, exported) -> None:
     before = {"open": fakes.FakeEngine.open_calls, "generated": fakes.FakeEngine.generated}
     filled = []
     for annotator in ("ann1", "ann2"):
-        for r in _rows(exported):
-            filled.append(r | {"rating": str(_rating(r["item_id"], annotator)), "annotator": annotator})
+        for r in read_rows(exported):
+            filled.append(r | {"rating": str(stand_in_rating(r["item_id"], annotator)), "annotator": annotator})
     sheet = exported.parent / "filled.csv"
-    _write(sheet, filled)
+    write_rows(sheet, filled)
 
     result = cli("human", "import", sheet, "-r", fake_registry)
     assert result.exit_code == 0, result.output
@@ -79,7 +62,7 @@ def test_round_trip_two_annotators(cli, fake_registry, exported) -> None:
     cell_of = {i: (m, c) for i, m, c in _query(fake_registry, "SELECT item_id, model, config FROM human_items")}
     per_cell: dict[tuple[str, str], list[float]] = {}
     for item_id in {r["item_id"] for r in filled}:
-        per_cell.setdefault(cell_of[item_id], []).append((_rating(item_id, "ann1") + _rating(item_id, "ann2")) / 2)
+        per_cell.setdefault(cell_of[item_id], []).append((stand_in_rating(item_id, "ann1") + stand_in_rating(item_id, "ann2")) / 2)
 
     report = json.loads(cli("report", "--format", "json", "-r", fake_registry).stdout)
     human = {(r["model"], r["config"]): r for r in report if r["metric"] == "human"}
@@ -100,8 +83,8 @@ def test_round_trip_two_annotators(cli, fake_registry, exported) -> None:
 
 def test_export_never_overwrites_a_sheet_without_force(cli, fake_registry, exported) -> None:
     """Issue 13, item 1: a filled sheet is never overwritten without --force."""
-    rows = _rows(exported)
-    _write(exported, [r | {"rating": "1", "annotator": "ann"} for r in rows])
+    rows = read_rows(exported)
+    write_rows(exported, [r | {"rating": "1", "annotator": "ann"} for r in rows])
     filled = exported.read_bytes()
     result = cli("human", "export", "-o", exported, "-n", PER_CELL, "-r", fake_registry)
     assert result.exit_code == 2, result.output
@@ -109,19 +92,19 @@ def test_export_never_overwrites_a_sheet_without_force(cli, fake_registry, expor
     assert exported.read_bytes() == filled
     forced = cli("human", "export", "-o", exported, "-n", PER_CELL, "--force", "-r", fake_registry)
     assert forced.exit_code == 0, forced.output
-    assert all(r["rating"] == "" for r in _rows(exported))
+    assert all(r["rating"] == "" for r in read_rows(exported))
 
 
 def test_reimport_with_other_values_needs_replace(cli, fake_registry, exported) -> None:
     """Issue 13, item 2: an annotator's earlier ratings are replaced only with --replace, and the change is counted."""
-    rows = _rows(exported)[:6]
+    rows = read_rows(exported)[:6]
     first = exported.parent / "first.csv"
-    _write(first, [r | {"rating": "1", "annotator": "ann"} for r in rows])
+    write_rows(first, [r | {"rating": "1", "annotator": "ann"} for r in rows])
     assert cli("human", "import", first, "--scale", "binary", "-r", fake_registry).exit_code == 0
     before = _query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings ORDER BY 1, 2")
 
     second = exported.parent / "second.csv"
-    _write(second, [r | {"rating": "0" if i < 2 else "1", "annotator": "ann"} for i, r in enumerate(rows)])
+    write_rows(second, [r | {"rating": "0" if i < 2 else "1", "annotator": "ann"} for i, r in enumerate(rows)])
     refused = cli("human", "import", second, "-r", fake_registry)
     assert refused.exit_code == 2, refused.output
     assert "2 rating(s) would replace ratings already imported" in refused.stderr and "--replace" in refused.stderr
@@ -137,9 +120,9 @@ def test_reimport_with_other_values_needs_replace(cli, fake_registry, exported) 
 
 @pytest.mark.parametrize("problem", ["unknown-id", "out-of-range", "both"])
 def test_a_bad_sheet_imports_nothing(cli, fake_registry, exported, problem) -> None:
-    rows = _rows(exported)
+    rows = read_rows(exported)
     good = [r | {"rating": "1", "annotator": "ann1"} for r in rows[:5]] + [r | {"rating": "0", "annotator": "ann1"} for r in rows[5:10]]
-    _write(exported.parent / "good.csv", good)
+    write_rows(exported.parent / "good.csv", good)
     assert cli("human", "import", exported.parent / "good.csv", "-r", fake_registry).exit_code == 0
     before = _query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings ORDER BY 1, 2")
     assert len(before) == 10
@@ -150,7 +133,7 @@ def test_a_bad_sheet_imports_nothing(cli, fake_registry, exported, problem) -> N
     if problem in ("out-of-range", "both"):
         bad[6] = bad[6] | {"rating": "7"}
     sheet = exported.parent / "bad.csv"
-    _write(sheet, bad)
+    write_rows(sheet, bad)
     result = cli("human", "import", sheet, "-r", fake_registry)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
@@ -183,9 +166,9 @@ def test_configs_sharing_generations_export_and_count_once_each(cli, tmp_path) -
     sheet = tmp_path / "sheet.csv"
     result = cli("human", "export", "-o", sheet, "-n", 4, "-r", registry)
     assert result.exit_code == 0, result.output
-    rows = _rows(sheet)
+    rows = read_rows(sheet)
     assert len(rows) == 4  # both configs decode identically: 4 items, rated once
-    _write(sheet, [r | {"rating": str(i % 2), "annotator": "ann"} for i, r in enumerate(rows)])
+    write_rows(sheet, [r | {"rating": str(i % 2), "annotator": "ann"} for i, r in enumerate(rows)])
     assert cli("human", "import", sheet, "-r", registry).exit_code == 0
     report = json.loads(cli("report", "--format", "json", "-r", registry).stdout)
     human = {r["config"]: r for r in report if r["metric"] == "human"}

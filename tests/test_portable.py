@@ -8,8 +8,6 @@ exported sheet. The copy is read by `.venv-core` (built by scripts/core-env.sh) 
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import fakes
+import sheets
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / ".venv-core"
@@ -32,20 +31,6 @@ def core_harness() -> Path:
     for lib in ("transformers", "sacrebleu", "rouge_score", "bert_score"):
         assert subprocess.run([str(CORE / "bin" / "python"), "-c", f"import {lib}"], capture_output=True).returncode != 0, lib
     return CORE / "bin" / "harness"
-
-
-def _rate(sheet: Path) -> None:
-    with sheet.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    out = []
-    for annotator in ("ann1", "ann2"):
-        for r in rows:
-            value = int(hashlib.sha256(f"{r['item_id']}{annotator}".encode()).hexdigest(), 16) % 2
-            out.append(r | {"rating": str(value), "annotator": annotator})
-    with sheet.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(out[0]))
-        w.writeheader()
-        w.writerows(out)
 
 
 def _core(harness: Path, *args: str) -> str:
@@ -74,7 +59,7 @@ def test_reading_commands_give_the_same_output_with_only_the_core_installed(cli_
     assert cli("run", "--all", "-r", registry).exit_code == 0
     sheet = tmp_path / "sheet.csv"
     assert cli("human", "export", "-o", sheet, "-n", 6, "-r", registry).exit_code == 0
-    _rate(sheet)
+    sheets.fill(sheet)
     assert cli("human", "import", sheet, "-r", registry).exit_code == 0
 
     here, there = tmp_path / "copy-main", tmp_path / "laptop" / "results"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -16,22 +15,11 @@ from pathlib import Path
 import pytest
 
 import fakes
+from sheets import read_rows, write_rows
 from harness.api import PAIR_LEFT, PAIR_RIGHT, PAIR_TIE
 from harness.store import STORE_NAME
 
 FAKE_HARNESS = Path(__file__).resolve().parent / "fake_harness.py"
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _write(path: Path, rows: list[dict[str, str]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 def _items(registry: Path) -> dict[str, dict]:
@@ -56,7 +44,7 @@ def test_pairwise_sheet_round_trip_gives_win_rates_a_ranking_and_a_pairwise_anal
     sheet = fake_registry.parent / "pairs.csv"
     result = cli("human", "export", "--pairwise", "-o", sheet, "-n", 4, "-r", fake_registry)
     assert result.exit_code == 0, result.output
-    rows = _rows(sheet)
+    rows = read_rows(sheet)
     assert list(rows[0])[4:6] == ["response_left", "response_right"]
     items = _items(fake_registry)
     assert {i["config_b"] for i in items.values()} == {"top_k_10_num_beams_1_temp_0.8"}  # the baseline: the first config here
@@ -69,7 +57,7 @@ def test_pairwise_sheet_round_trip_gives_win_rates_a_ranking_and_a_pairwise_anal
             a_wins = "num_beams_1" not in item["config"]
             verdict = "left" if a_wins == bool(item["a_on_left"]) else "right"
             filled.append(r | {"rating": verdict, "annotator": annotator})
-    _write(sheet, filled)
+    write_rows(sheet, filled)
     imported = cli("human", "import", sheet, "-r", fake_registry)
     assert imported.exit_code == 0 and "pairwise rating(s)" in imported.stdout, imported.output
 
@@ -97,7 +85,7 @@ def test_a_single_sheet_rated_with_pair_verdicts_is_refused(cli, fake_registry) 
     assert cli("run", "--all", "-r", fake_registry).exit_code == 0
     sheet = fake_registry.parent / "single.csv"
     assert cli("human", "export", "-o", sheet, "-n", 2, "-r", fake_registry).exit_code == 0
-    _write(sheet, [r | {"rating": "left", "annotator": "a"} for r in _rows(sheet)])
+    write_rows(sheet, [r | {"rating": "left", "annotator": "a"} for r in read_rows(sheet)])
     result = cli("human", "import", sheet, "-r", fake_registry)
     assert result.exit_code == 2 and "is not a number" in result.stderr
 
@@ -107,7 +95,7 @@ def test_the_exported_scale_decides_a_sheet_of_only_ones(cli, tmp_path) -> None:
     assert cli("run", "--all", "-r", registry).exit_code == 0
     sheet = tmp_path / "s.csv"
     assert cli("human", "export", "-o", sheet, "-r", registry).exit_code == 0
-    _write(sheet, [r | {"rating": "1", "annotator": "a"} for r in _rows(sheet)])
+    write_rows(sheet, [r | {"rating": "1", "annotator": "a"} for r in read_rows(sheet)])
     result = cli("human", "import", sheet, "-r", registry)
     assert result.exit_code == 0 and "likert" in result.stdout, result.output
 

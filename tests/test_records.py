@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import fakes
+import sheets
 from harness.store import STORE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,19 +37,7 @@ def report_json(cli, *args: str) -> list[dict]:
 
 
 def rate(cli, registry: Path, sheet: Path) -> None:
-    import csv
-
-    with sheet.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    filled = []
-    for annotator in ("ann1", "ann2"):
-        for r in rows:
-            value = int(hashlib.sha256(f"{r['item_id']}{annotator}".encode()).hexdigest(), 16) % 2
-            filled.append(r | {"rating": str(value), "annotator": annotator})
-    with sheet.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(filled[0]))
-        w.writeheader()
-        w.writerows(filled)
+    sheets.fill(sheet)
     result = cli("human", "import", sheet, "-r", registry)
     assert result.exit_code == 0, result.output
 

@@ -145,8 +145,6 @@ class FastDecoder:
 
     def decode(self, input_ids: Any, attention_mask: Any, selector: Selector, seeds: list[int], max_new_tokens: int, cache_len: int) -> Any:
         """New tokens (rows, n <= max_new_tokens), pad after a row's EOS, for the left-padded prompts ``input_ids``."""
-        import torch
-
         rows, prompt_len = input_ids.shape
         if prompt_len + max_new_tokens > cache_len:
             raise ValueError(f"cache length {cache_len} < prompt {prompt_len} + {max_new_tokens} new tokens")
