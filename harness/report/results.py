@@ -236,7 +236,8 @@ class Results:
                     pairs = [(k, refs[e].reference_sha) for e, k in keys if e in refs]
                     got = store.scores(mkey, pairs)
                     per = tuple((e, got[(k, refs[e].reference_sha)]) for e, k in keys if e in refs and (k, refs[e].reference_sha) in got)
-                    values.append(CellResult(model, config.name, name, None if value is None else float(value), int(n), per, score_error, mkey))
+                    undefined = None if value is not None else "the metric's aggregate is undefined for these examples"
+                    values.append(CellResult(model, config.name, name, None if value is None else float(value), int(n), per, score_error, mkey, undefined))
         # the human column: every rating of a generation counts for every cell that produced it
         ratings: list[HumanRating] = []
         per_cell: dict[tuple[str, str], dict[str, list[tuple[float, str]]]] = {}
