@@ -1,4 +1,4 @@
-"""`harness human export | import`: blinded items for annotators, and their ratings back, through rating-format plugins."""
+"""`harness human export | import | serve`: blinded items for annotators and their ratings back (rating-format plugins), or a rating page."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .common import handle_errors, open_store, registry_option, selection_option
 
 @click.group("human")
 def human_group() -> None:
-    """Human ratings: export blinded items for annotators, import their ratings."""
+    """Human ratings: export blinded items for annotators, import their ratings, or rate in the browser."""
 
 
 def _pairwise_options(fn):
