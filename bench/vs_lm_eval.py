@@ -241,7 +241,7 @@ def main() -> None:
     from harness import data
     from harness.plugins import build_plugins
     from harness.registry import load_experiment
-    from harness.runner import compute_split
+    from harness.pipeline.runner import compute_split
     from harness_models.loading import resolve
 
     lm_eval = Path(args.lm_eval)

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
-from .jobs import sha256_file
-from .store import Store
+from .store import Store, sha256_file
 
 _MAX_LISTED = 12
 

@@ -469,6 +469,17 @@ class Store:
         return out
 
 
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's content (how trained adapters are identified)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 

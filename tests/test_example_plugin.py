@@ -17,7 +17,7 @@ import harness.cli
 from harness.api import Example, NullProgress, ScoreInput
 from harness.plugins import build_plugins
 from harness.registry import load_experiment
-from harness.runner import Runner
+from harness.pipeline.runner import Runner
 from harness.report.results import Results
 from harness.store import Store
 

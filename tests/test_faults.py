@@ -20,7 +20,7 @@ import pytest
 
 import fakes
 from harness.locks import run_lock
-from harness.procs import descendants
+from harness.pipeline.procs import descendants
 from harness.store import STORE_NAME
 
 FAKE_HARNESS = Path(__file__).resolve().parent / "fake_harness.py"

@@ -13,7 +13,7 @@ import pytest
 import fakes
 from harness.registry import load_experiment
 from harness.report.results import Results
-from harness.runner import Runner, Selection
+from harness.pipeline.runner import Runner, Selection
 from harness.store import STORE_NAME, Store
 from harness_executors.local import LocalExecutor
 

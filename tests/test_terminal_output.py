@@ -20,7 +20,7 @@ from rich.console import Console, Group
 
 from harness.report.analysis import CorrelationRow
 from harness.api import ReportRow
-from harness.progress import RichProgress, format_fields, format_seconds
+from harness.pipeline.progress import RichProgress, format_fields, format_seconds
 from harness.report.data import sweep_info
 
 STUDY_DEFAULTS = {"top_k": 50, "num_beams": 1, "temperature": 0.8, "top_p": 1.0, "beam_sampling": False}

@@ -37,7 +37,7 @@ def plugins_cmd(as_json: bool) -> None:
 @handle_errors
 def check_cmd(path: str) -> None:
     """Validate an experiment file and its data without running anything; say how big the run is."""
-    from ..runner import compute_split, plan_size
+    from ..pipeline.runner import compute_split, plan_size
 
     exp, found = load(path)
     train, test, n_records = compute_split(exp, found)

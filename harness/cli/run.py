@@ -46,9 +46,9 @@ STAGE_COMMANDS = [
 
 def run_stages(registry: str, stages: tuple[str, ...], models, configs, metrics, *, report: bool, confirmed: bool = True) -> None:
     from ..locks import run_lock
-    from ..procs import stop_descendants
-    from ..progress import RichProgress
-    from ..runner import CONFIRM_ABOVE, Runner, Selection, compute_split, plan_size, run_metadata
+    from ..pipeline.procs import stop_descendants
+    from ..pipeline.progress import RichProgress
+    from ..pipeline.runner import CONFIRM_ABOVE, Runner, Selection, compute_split, plan_size, run_metadata
     from ..store import Store
 
     exp, plugins = load(registry)

@@ -1,6 +1,6 @@
 """The numbers behind a report: intervals, paired tests, agreement, correlations, provenance.
 
-:func:`build` takes rows shaped like :meth:`harness.runner.Runner.results` (one per
+:func:`build` takes rows shaped like the recorded results (:mod:`harness.report.results`; one per
 (model, config, metric), plus a ``human`` row per cell) and returns a
 :class:`ReportData`; :func:`from_runner` gathers its inputs from a runner and the
 store. Reporters receive the result through :meth:`ReportData.context` (plain,

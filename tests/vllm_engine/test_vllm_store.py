@@ -68,7 +68,7 @@ names = ["bleu", "rouge_l"]
 
 def _descendants(pid: int) -> list[int]:
     sys.path.insert(0, str(ROOT))
-    from harness.procs import descendants
+    from harness.pipeline.procs import descendants
 
     return descendants(pid)
 

@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .api import Decoding, Example, FinetuneSpec, non_default, stable_hash
+from ..api import Decoding, Example, FinetuneSpec, non_default, stable_hash
 
 
 def example_seed(sweep_seed: int, example_id: str) -> int:

@@ -13,12 +13,11 @@
 Jobs are frozen, picklable dataclasses that carry everything they need (specs, examples,
 texts), so an executor can run them in another process or on another machine; there they
 build the plugins from the installed entry points (:func:`plugins_here`). Only the driver
-reads and writes the store (see :mod:`harness.runner`).
+reads and writes the store (see :mod:`harness.pipeline.runner`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -27,10 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import data, keys
-from .api import Example, ExampleScore, GenRequest, GenResult, ModelSpec, Progress, ScoreInput, TrainPair
-from .errors import UserError
-from .registry import SweepConfig
+from .. import data
+from ..api import Example, ExampleScore, GenRequest, GenResult, ModelSpec, Progress, ScoreInput, TrainPair
+from ..errors import UserError
+from ..registry import SweepConfig
+from ..store import sha256_file
+from . import keys
 
 # --------------------------------------------------------------------------- plugins where a job runs
 
@@ -46,7 +47,7 @@ def use_plugins(plugins: Any) -> None:
 def plugins_here() -> Any:
     global _PLUGINS
     if _PLUGINS is None:
-        from .plugins import build_plugins
+        from ..plugins import build_plugins
 
         _PLUGINS = build_plugins()
     return _PLUGINS
@@ -80,14 +81,6 @@ class AdapterRef:
             for name, blob in self.files:
                 (target / name).write_bytes(blob)
         return target
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- outputs

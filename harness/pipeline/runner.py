@@ -1,12 +1,12 @@
 """A run: split, then fine-tune, generate and score as jobs an executor runs, storing results as they arrive.
 
 The runner is the driver. It splits the data (stored once per split key), turns the
-experiment into jobs (:mod:`harness.jobs`) — a :class:`~harness.jobs.TrainJob` per model
-that needs an adapter, a :class:`~harness.jobs.GenerateJob` per model (after its train
-job), and, once generation is over, a :class:`~harness.jobs.ScoreJob` per metric — hands
+experiment into jobs (:mod:`harness.pipeline.jobs`) — a :class:`~harness.pipeline.jobs.TrainJob` per model
+that needs an adapter, a :class:`~harness.pipeline.jobs.GenerateJob` per model (after its train
+job), and, once generation is over, a :class:`~harness.pipeline.jobs.ScoreJob` per metric — hands
 them to the executor plugin, and commits every output the jobs yield to the store
 together with the records of what each cell ran (see :mod:`harness.store`). Cache keys
-come from :mod:`harness.keys`; a result already stored under its key is never recomputed.
+come from :mod:`harness.pipeline.keys`; a result already stored under its key is never recomputed.
 
 A plugin raising in one cell marks that cell failed (stored with its error) and the run
 goes on; the failure is cleared when the cell later succeeds. ``KeyboardInterrupt`` and
@@ -27,12 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import data, jobs, keys
-from .api import Example, ExampleScore, Job, Metric, ModelSpec, NullProgress, Progress, ScoreInput, stable_hash
-from .errors import UserError, unknown_name
-from .plugins import Plugins
-from .registry import Experiment, SweepConfig
-from .store import CellRecord, Store
+from .. import data
+from ..api import Example, ExampleScore, Job, Metric, ModelSpec, NullProgress, Progress, ScoreInput, stable_hash
+from ..errors import UserError, unknown_name
+from ..plugins import Plugins
+from ..registry import Experiment, SweepConfig
+from ..store import CellRecord, Store
+from . import jobs, keys
 
 #: `harness run` asks for --yes above this many generations (a sweep that exploded by mistake)
 CONFIRM_ABOVE = 50_000
