@@ -330,6 +330,21 @@ def _failures(registry: Path):
 
 
 @pytest.mark.slow
+def test_a_job_asking_for_more_than_any_node_has_is_refused_before_anything_runs(cluster, tmp_path) -> None:
+    registry = ray_registry(tmp_path, cluster, "ray")
+    _with_executor_keys(registry, {"num_gpus_generate": 1.0})
+    code, out, err = harness(registry, "run", "--all")
+    assert code == 2, err
+    assert "a generate job asks for 1 CPU and 1 GPU, more than any node of the cluster has (1 CPU / 0 GPU, 1 CPU / 0 GPU)" in err
+    assert "Traceback" not in err
+    assert query(registry, "SELECT COUNT(*) FROM generations") == [(0,)]
+
+
+def _with_executor_keys(registry: Path, settings: dict) -> None:
+    registry.write_text(registry.read_text() + "".join(f"{k} = {_toml(v)}\n" for k, v in settings.items()))
+
+
+@pytest.mark.slow
 def test_a_driver_stopped_with_sigterm_cancels_its_tasks_and_the_next_run_resumes(cluster, cli, tmp_path) -> None:
     from ray.util.state import list_tasks
 

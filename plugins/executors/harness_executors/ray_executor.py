@@ -338,6 +338,7 @@ class RayExecutor(Executor):
         self._ray: Any = None
         self._owns = False  # this executor called ray.init (and so shuts it down)
         self._local = False  # ... and started a local instance
+        self._has_gpus: bool | None = None
 
     # ------------------------------------------------------------------ the cluster
 
@@ -361,6 +362,8 @@ class RayExecutor(Executor):
             sigterm = signal.getsignal(signal.SIGTERM) if main else None
             try:
                 if address is None:
+                    # Ray announces that the instance it starts here uses token authentication: not news to the user
+                    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
                     ray.init(address="local", include_dashboard=False, **kwargs)
                     self._local = True
                 else:
@@ -379,7 +382,9 @@ class RayExecutor(Executor):
         """What one job of ``kind`` asks Ray for: ``{"num_cpus": …, "num_gpus": …}``."""
         gpus = self.settings.get(f"num_gpus_{kind}")
         if gpus is None:
-            gpus = 1.0 if self.connect().cluster_resources().get("GPU", 0) > 0 else 0.0
+            if self._has_gpus is None:
+                self._has_gpus = self.connect().cluster_resources().get("GPU", 0) > 0
+            gpus = 1.0 if self._has_gpus else 0.0
         return {"num_cpus": float(self.settings[f"num_cpus_{kind}"]), "num_gpus": float(gpus)}
 
     def capacity(self, kind: str) -> int:
@@ -420,6 +425,7 @@ class RayExecutor(Executor):
             self._ray.shutdown()
         self._ray = None
         self._owns = self._local = False
+        self._has_gpus = None
 
     # ------------------------------------------------------------------ running
 
@@ -462,8 +468,9 @@ class RayExecutor(Executor):
                     inflight[job.id] = _Slot(job, ref)
                     submitted += 1
                 board.add(submitted)
+                if not inflight:
+                    continue  # every queued job needed one that failed
                 ready, _ = ray.wait([s.ref for s in inflight.values()], num_returns=len(inflight), timeout=float(self.settings["poll_seconds"]), fetch_local=False)
-                self._drain(ray, mailbox, inflight, sink, board)
                 finished = {r.hex() for r in ready}
                 for job_id in list(inflight):
                     slot = inflight[job_id]
@@ -474,6 +481,7 @@ class RayExecutor(Executor):
                     queue.extend(follow)
                     if any(job_id in j.needs for j in [*queue, *(s.job for s in inflight.values())]):
                         kept[job_id] = slot.ref
+                self._drain(ray, mailbox, inflight, sink, board)  # after the finished ones: lines in the order things happened
                 waiting = [*queue, *(s.job for s in inflight.values())]
                 for job_id in [i for i in kept if not any(i in j.needs for j in waiting)]:
                     del kept[job_id]
@@ -510,6 +518,14 @@ class RayExecutor(Executor):
             if job_id in inflight:
                 board.progressed(job_id, _progress_text(description, label, done, total, fields))
 
+    @staticmethod
+    def _started_late(slot: _Slot, where: str, sink: JobSink, board: Board) -> None:
+        """A job that ended before the driver read that it started (both within one poll)."""
+        if not slot.started:
+            slot.started = True
+            sink.started(slot.job, where)
+            board.started(slot.job, where)
+
     def _finish(self, ray: Any, slot: _Slot, sink: JobSink, board: Board, failed: dict[str, str]) -> Sequence[Job]:
         """Hand one finished task's result to the sink; returns the follow-up jobs."""
         job = slot.job
@@ -534,15 +550,11 @@ class RayExecutor(Executor):
                 failed[job.id] = f"needs {message}"
                 board.ended(job, "", f"not run: {why}")
                 return sink.failed(job, why, "")
-            if not slot.started:
-                slot.started = True
-                sink.started(job, result.where)
+            self._started_late(slot, result.where, sink, board)
             failed[job.id] = message
             board.ended(job, result.where, f"failed after {result.seconds:.1f} s: {message}")
             return sink.failed(job, message, tb)
-        if not slot.started:
-            slot.started = True
-            sink.started(job, result.where)
+        self._started_late(slot, result.where, sink, board)
         try:
             for out in result.outputs:
                 sink.accept(job, out)
@@ -552,7 +564,7 @@ class RayExecutor(Executor):
             failed[job.id] = f"{type(exc).__name__}: {exc}"
             board.ended(job, result.where, f"failed: {failed[job.id]}")
             return sink.failed(job, failed[job.id], traceback.format_exc())
-        board.ended(job, result.where, f"done in {result.seconds:.1f} s ({len(result.outputs)} outputs)")
+        board.ended(job, result.where, f"done in {result.seconds:.1f} s ({len(result.outputs)} output{'s' if len(result.outputs) != 1 else ''})")
         return sink.done(job)
 
 
