@@ -178,19 +178,19 @@ class Mailbox:
 def run_job(job: Job, mailbox: Any, need_ids: Sequence[str], *need_results: Attempt) -> Attempt:
     """The body of every task: run ``job`` with the outputs of the jobs it needs, and return what it yielded."""
     where = where_am_i()
+    needs: dict[str, Sequence[Any]] = {}
+    for need_id, result in zip(need_ids, need_results):
+        if result.error is not None:  # not run: the driver fails it, naming the need
+            return Attempt(job.id, where, error=("needs", need_id, ""))
+        needs[need_id] = result.outputs
     attempt = uuid.uuid4().hex[:8]
     if mailbox is not None:
         import ray
 
-        try:  # wait for it: the driver must learn that the job started before it learns that it ended
+        try:  # waited for, so that a retry's start reaches the driver before its end
             ray.get(mailbox.start.remote(job.id, attempt, where, os.getpid()), timeout=30)
         except Exception:
             pass
-    needs: dict[str, Sequence[Any]] = {}
-    for need_id, result in zip(need_ids, need_results):
-        if result.error is not None:
-            return Attempt(job.id, where, error=("needs", need_id, ""))
-        needs[need_id] = result.outputs
     started = time.perf_counter()
     progress = WorkerProgress(mailbox, job.id, attempt)
     try:
