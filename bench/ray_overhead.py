@@ -9,8 +9,8 @@ processes importing the harness and torch, pickling jobs and results, the driver
 Rounds alternate the order (local first, then ray first) against a drifting load. The
 reports of the two runs must be equal (`harness report --format json`).
 
-Writes a table into BENCHMARKS.md (section "ray-overhead-cpu") and the raw numbers into
-bench/results/ray_overhead.json.
+Writes a table into BENCHMARKS.md (section "ray-overhead-cpu", or "ray-overhead-cpu-part") and the raw
+numbers into bench/results/ray_overhead.json (ray_overhead-part.json).
 
     .venv/bin/python bench/ray_overhead.py [--rounds 1] [--part] [--no-write] [--from-json FILE]
 
@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -70,12 +69,9 @@ def run(path: Path) -> dict:
     harness = Path(sys.executable).parent / "harness"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([str(harness), "run", "--all", "-r", str(path)], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         sys.exit(f"harness run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     db = sqlite3.connect(path.parent / "out" / "harness.sqlite")
@@ -83,7 +79,7 @@ def run(path: Path) -> dict:
     db.close()
     rep = subprocess.run([str(harness), "report", "--format", "json", "-r", str(path)], capture_output=True, text=True, check=True).stdout
     starts = re.findall(r"ray: (.*?): started on (.*)", proc.stderr)
-    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 1), "stages": meta["stats"]["stage_seconds"], "stats": {k: meta["stats"][k] for k in ("trained", "generated", "scored")},
+    return {"wall_s": round(wall, 2), "stages": meta["stats"]["stage_seconds"], "stats": {k: meta["stats"][k] for k in ("trained", "generated", "scored")},
             "report": json.loads(rep), "placements": starts}
 
 
@@ -95,28 +91,24 @@ def render(data: dict) -> str:
         stage = lambda side, s: r[side]["stages"].get(s, 0.0)  # noqa: E731
         rows.append(
             f"| {i} ({r['order']}) | {r['local']['wall_s']:.1f} | {r['ray']['wall_s']:.1f} | {100 * (ratio - 1):+.1f}% | "
-            f"{r['local']['cpu_s']:.0f} | {r['ray']['cpu_s']:.0f} | {100 * (r['ray']['cpu_s'] / r['local']['cpu_s'] - 1):+.1f}% | "
             + " | ".join(f"{stage('local', s):.1f} / {stage('ray', s):.1f}" for s in ("train", "generate", "score"))
             + f" | {'yes' if r['same_report'] else '**no**'} |"
         )
     overheads = [r["ray"]["wall_s"] / r["local"]["wall_s"] - 1 for r in data["rounds"]]
     worst = max(overheads)
     mean = sum(overheads) / len(overheads)
-    cpu = [r["ray"]["cpu_s"] / r["local"]["cpu_s"] - 1 for r in data["rounds"]]
     lines = [
         f"Measured {data['date']} on {m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, Python {m['python']}, shared machine "
         f"(load average {data['load_start'][0]} at the start, {data['load_end'][0]} at the end); "
         + ", ".join(f"{k} {v}" for k, v in data["versions"].items())
         + f". Experiment: {data['experiment']}. Each figure is one run.",
         "",
-        "| round (order) | local (s, wall) | ray (s, wall) | ray overhead, wall | local (CPU s) | ray (CPU s) | ray overhead, CPU | train local / ray (s) | generate local / ray (s) | score local / ray (s) | same report |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| round (order) | local (s, wall) | ray (s, wall) | ray overhead | train local / ray (s) | generate local / ray (s) | score local / ray (s) | same report |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
         *rows,
         "",
         f"Ray overhead on the whole command: mean **{100 * mean:+.1f}%**, worst {100 * worst:+.1f}% — goal ≤ 15%: "
         f"**{'met' if worst <= 0.15 else ('met on average, not in every round' if mean <= 0.15 else 'missed')}**. "
-        f"CPU time of the whole process tree (the driver, Ray's own processes and its workers, user + system): ray overhead mean {100 * sum(cpu) / len(cpu):+.1f}%, "
-        "less sensitive than wall time to what else the shared machine runs. "
         "Stage times under ray run from a job's start on its worker to its end (worker start-up and imports included, "
         "the driver's submission and polling not).",
     ]
@@ -129,7 +121,9 @@ def main() -> None:
     ap.add_argument("--part", action="store_true", help="a representative part of the default (4 configs, 20 training steps)")
     add_output_args(ap)
     args = ap.parse_args()
-    write = lambda table: write_section("ray-overhead-cpu", table, NEW_SECTION)  # noqa: E731
+    suffix = "-part" if args.part or (args.from_json and "-part" in args.from_json) else ""
+    results = RESULTS.with_name(f"ray_overhead{suffix}.json")
+    write = lambda table: write_section(f"ray-overhead-cpu{suffix}", table, NEW_SECTION if not suffix else "**A part of the default** (`--part`):\n\n")  # noqa: E731
     if rerender(args, render, write):
         return
     experiment = ("the default registry.toml, all of it: 2 models (one LoRA fine-tune of 40 steps), 13 configs, 20 test examples, BLEU, ROUGE-L, BERTScore"
@@ -148,8 +142,8 @@ def main() -> None:
             result["same_report"] = result["local"]["report"] == result["ray"]["report"]
             data["rounds"].append(result)
     data["load_end"] = load()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(data, indent=1))
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(data, indent=1))
     table = render(data)
     print(table)
     if not args.no_write:

@@ -274,8 +274,8 @@ def test_a_worker_killed_mid_job_is_retried_and_the_results_equal_the_local_run(
 
     _, expected = local_reference(cli, tmp_path, "local")
     registry = ray_registry(tmp_path, cluster, "ray")
-    # 48 batches of 0.15 s per generation job: time to find its worker and kill it
-    proc = spawn(registry, "run", "--all", env={"FAKE_BATCH_SECONDS": "0.15"})
+    # 48 batches of 0.25 s per generation job: time to find its worker and kill it
+    proc = spawn(registry, "run", "--all", env={"FAKE_BATCH_SECONDS": "0.25"})
 
     def running_generation():
         tasks = list_tasks(address=cluster.address, filters=[("name", "=", "generate/fake-base"), ("state", "=", "RUNNING")], detail=True)

@@ -364,7 +364,9 @@ class RayExecutor(Executor):
                 if address is None:
                     # Ray announces that the instance it starts here uses token authentication: not news to the user
                     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-                    ray.init(address="local", include_dashboard=False, **kwargs)
+                    # Ray runs workers at nice 15 by default: on a machine shared with other work they would get the
+                    # leftovers, where the local executor's jobs run at normal priority
+                    ray.init(address="local", include_dashboard=False, _system_config={"worker_niceness": 0}, **kwargs)
                     self._local = True
                 else:
                     try:
