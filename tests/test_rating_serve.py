@@ -113,20 +113,32 @@ def _api(url: str, path: str, body: dict | None = None):
         return exc.code, json.loads(exc.read())
 
 
-def _serve(registry: Path, *args: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, str(FAKE_HARNESS), "human", "serve", "--port", "0", *args, "-r", str(registry)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    for line in proc.stdout:
-        if "http://127.0.0.1:" in line:
-            return proc, line[line.index("http://"):].split()[0]
-    raise AssertionError(proc.stderr.read())
+@pytest.fixture
+def serve_page():
+    """Start `harness human serve` (fakes) in a process; every one started is killed at the end, whatever happened."""
+    started: list[subprocess.Popen] = []
+
+    def start(registry: Path, *args: str) -> tuple[subprocess.Popen, str]:
+        proc = subprocess.Popen([sys.executable, str(FAKE_HARNESS), "human", "serve", "--port", "0", *args, "-r", str(registry)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        started.append(proc)
+        for line in proc.stdout:
+            if "http://127.0.0.1:" in line:
+                return proc, line[line.index("http://"):].split()[0]
+        raise AssertionError(proc.stderr.read())
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 @pytest.mark.slow
-def test_serve_stores_every_rating_at_once_resumes_and_refuses_a_second_rating(tmp_path) -> None:
+def test_serve_stores_every_rating_at_once_resumes_and_refuses_a_second_rating(tmp_path, serve_page) -> None:
     registry = fakes.write_registry(tmp_path / "registry.toml", human={"scale": "likert", "n_per_cell": 2})
     assert subprocess.run([sys.executable, str(FAKE_HARNESS), "run", "--all", "-r", str(registry)], capture_output=True).returncode == 0
-    proc, url = _serve(registry, "--annotator", "Ann")
+    proc, url = serve_page(registry, "--annotator", "Ann")
     status, session = _api(url, "/api/session?annotator=Ann")
     assert status == 200 and session["done"] == 0 and session["total"] > 0
     first, second = session["items"][0]["id"], session["items"][1]["id"]
@@ -142,7 +154,7 @@ def test_serve_stores_every_rating_at_once_resumes_and_refuses_a_second_rating(t
     proc.send_signal(signal.SIGKILL)  # killing the server loses nothing
     proc.wait(10)
 
-    proc, url = _serve(registry, "--annotator", "Ann")
+    proc, url = serve_page(registry, "--annotator", "Ann")
     status, session = _api(url, "/api/session?annotator=Ann")
     assert session["done"] == 1 and first in session["given"]
     assert _api(url, "/api/ratings", {"annotator": "Ann", "item_id": second, "value": 5})[0] == 201
