@@ -319,6 +319,10 @@ class Store:
     def cell_keys(self, model: str, config: str) -> list[tuple[str, str]]:
         return [tuple(r) for r in self.db.execute("SELECT example_id, gen_key FROM cell_examples WHERE model=? AND config=? ORDER BY position", (model, config))]
 
+    def cells_with(self, gen_keys: Iterable[str]) -> set[tuple[str, str]]:
+        """The (model, config) cells whose recorded generation keys include any of ``gen_keys``."""
+        return {(m, c) for m, c in self._select_in("SELECT DISTINCT model, config FROM cell_examples WHERE gen_key IN ({})", sorted(set(gen_keys)))}
+
     def record_cell_metric(self, model: str, config: str, metric: str, metric_key: str, split_key: str, value: float | None, n: int, run_id: int | None) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO cell_metrics VALUES(?,?,?,?,?,?,?,?,?)",

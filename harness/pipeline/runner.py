@@ -423,20 +423,11 @@ class _Sink:
             raise TypeError(f"{job.id} yielded an unknown output: {type(out).__name__}")
 
     def _aggregates(self, out: jobs.ScoreBatch) -> None:
-        """Record the aggregate of every cell of this metric whose scores are now complete (shared generations included)."""
+        """Record the aggregate of every selected cell that holds one of the scored generations (shared ones included), once complete."""
         r = self.r
-        for spec in r.models():
-            for config in r.configs():
-                if spec.name == out.model and config.name == out.config or self._shares(spec.name, config.name, out):
-                    cell_keys = self.store.cell_keys(spec.name, config.name)
-                    if cell_keys:
-                        r._record_aggregate(out.metric, out.metric_key, spec.name, config.name, cell_keys)
-
-    def _shares(self, model: str, config: str, out: jobs.ScoreBatch) -> bool:
-        if model != out.model:
-            return False
-        mine = {k for _, k in self.store.cell_keys(model, config)}
-        return any(g in mine for g, _, _ in out.scores)
+        selected = {(m.name, c.name) for m in r.models() for c in r.configs()}
+        for model, config in sorted(self.store.cells_with({g for g, _, _ in out.scores}) & selected):
+            r._record_aggregate(out.metric, out.metric_key, model, config, self.store.cell_keys(model, config))
 
     def _adapter(self, out: jobs.TrainOutput) -> None:
         r = self.r
