@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
+from stores import tiny_default
 
 pytestmark = pytest.mark.slow
 
@@ -19,26 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"top_k_50_num_beams_2_temp_0.8", "top_k_50_num_beams_1_temp_0.0", "top_k_50_num_beams_1_temp_1.0"}
 
 
-def tiny_registry(tmp_path: Path) -> Path:
-    """The shipped registry.toml with sizes cut down: 3 test examples, 3 configs, 2 training steps."""
-    text = (ROOT / "registry.toml").read_text()
-    text = text.replace('output_dir = "runs/default"', f'output_dir = "{tmp_path / "out"}"')
-    text = re.sub(r"test_size = \d+", "test_size = 3", text)
-    text = re.sub(r"train_size = \d+", "train_size = 16", text)
-    text = re.sub(r"max_steps = \d+", "max_steps = 2", text)
-    text = re.sub(r"batch_size = 4\n", "batch_size = 2\n", text)
-    text = re.sub(r"max_new_tokens = \d+", "max_new_tokens = 6", text)
-    text = text.replace("include_defaults = true", "include_defaults = false")
-    text = re.sub(r"\[sweep.vary\].*?\n\n", "[sweep.vary]\nnum_beams = [2]\ntemperature = [0.0, 1.0]\n\n", text, flags=re.S)
-    path = tmp_path / "registry.toml"
-    path.write_text(text)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
-    registry = tiny_registry(tmp)
+    registry = tiny_default(tmp, vary="num_beams = [2]\ntemperature = [0.0, 1.0]")
     first = CliRunner().invoke(main, ["run", "--all", "-r", str(registry)])
     return registry, first
 

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,9 +18,9 @@ from pathlib import Path
 import pytest
 
 import fakes
+from stores import query
 from harness.locks import run_lock
 from harness.pipeline.procs import descendants
-from harness.store import STORE_NAME
 
 FAKE_HARNESS = Path(__file__).resolve().parent / "fake_harness.py"
 
@@ -34,14 +33,6 @@ def spawn(registry: Path, *args: str, env: dict[str, str] | None = None) -> subp
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
-
-
-def query(registry: Path, sql: str):
-    con = sqlite3.connect(registry.parent / "out" / STORE_NAME)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def wait_for(predicate, timeout: float = 60.0) -> None:

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-from pathlib import Path
 
 import pytest
 
 import fakes
+from stores import query
 from sheets import read_rows, stand_in_rating, write_rows
-from harness.store import STORE_NAME
 
 N_CELLS = 2 * len(fakes.STUDY_CONFIGS)
 PER_CELL = 3
-
-
-def _query(registry: Path, sql: str):
-    con = sqlite3.connect(registry.parent / "out" / STORE_NAME)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture
@@ -56,10 +46,10 @@ def test_round_trip_two_annotators(cli, fake_registry, exported) -> None:
     result = cli("human", "import", sheet, "-r", fake_registry)
     assert result.exit_code == 0, result.output
     assert f"imported {len(filled)} new binary rating(s) from 2 annotator(s): ann1, ann2" in result.stdout
-    assert _query(fake_registry, "SELECT COUNT(*) FROM human_ratings") == [(len(filled),)]
+    assert query(fake_registry, "SELECT COUNT(*) FROM human_ratings") == [(len(filled),)]
 
     # expected per cell: mean over items of the mean over annotators
-    cell_of = {i: (m, c) for i, m, c in _query(fake_registry, "SELECT item_id, model, config FROM human_items")}
+    cell_of = {i: (m, c) for i, m, c in query(fake_registry, "SELECT item_id, model, config FROM human_items")}
     per_cell: dict[tuple[str, str], list[float]] = {}
     for item_id in {r["item_id"] for r in filled}:
         per_cell.setdefault(cell_of[item_id], []).append((stand_in_rating(item_id, "ann1") + stand_in_rating(item_id, "ann2")) / 2)
@@ -78,7 +68,7 @@ def test_round_trip_two_annotators(cli, fake_registry, exported) -> None:
     # importing the same sheet again changes nothing and says so
     again = cli("human", "import", sheet, "-r", fake_registry)
     assert again.exit_code == 0 and f"{len(filled)} already imported with the same value (unchanged)" in again.stdout
-    assert _query(fake_registry, "SELECT COUNT(*) FROM human_ratings") == [(len(filled),)]
+    assert query(fake_registry, "SELECT COUNT(*) FROM human_ratings") == [(len(filled),)]
 
 
 def test_export_never_overwrites_a_sheet_without_force(cli, fake_registry, exported) -> None:
@@ -101,7 +91,7 @@ def test_reimport_with_other_values_needs_replace(cli, fake_registry, exported) 
     first = exported.parent / "first.csv"
     write_rows(first, [r | {"rating": "1", "annotator": "ann"} for r in rows])
     assert cli("human", "import", first, "--scale", "binary", "-r", fake_registry).exit_code == 0
-    before = _query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings ORDER BY 1, 2")
+    before = query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings ORDER BY 1, 2")
 
     second = exported.parent / "second.csv"
     write_rows(second, [r | {"rating": "0" if i < 2 else "1", "annotator": "ann"} for i, r in enumerate(rows)])
@@ -109,12 +99,12 @@ def test_reimport_with_other_values_needs_replace(cli, fake_registry, exported) 
     assert refused.exit_code == 2, refused.output
     assert "2 rating(s) would replace ratings already imported" in refused.stderr and "--replace" in refused.stderr
     assert "nothing was imported" in refused.stderr
-    assert _query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings ORDER BY 1, 2") == before
+    assert query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings ORDER BY 1, 2") == before
 
     replaced = cli("human", "import", second, "--replace", "-r", fake_registry)
     assert replaced.exit_code == 0, replaced.output
     assert "replaced 2 changed rating(s)" in replaced.stdout and "4 already imported" in replaced.stdout
-    after = dict(((i, a), r) for i, a, r in _query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings"))
+    after = dict(((i, a), r) for i, a, r in query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings"))
     assert sorted(after.values()) == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
 
 
@@ -124,7 +114,7 @@ def test_a_bad_sheet_imports_nothing(cli, fake_registry, exported, problem) -> N
     good = [r | {"rating": "1", "annotator": "ann1"} for r in rows[:5]] + [r | {"rating": "0", "annotator": "ann1"} for r in rows[5:10]]
     write_rows(exported.parent / "good.csv", good)
     assert cli("human", "import", exported.parent / "good.csv", "-r", fake_registry).exit_code == 0
-    before = _query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings ORDER BY 1, 2")
+    before = query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings ORDER BY 1, 2")
     assert len(before) == 10
 
     bad = [r | {"rating": str(i % 2), "annotator": "ann2"} for i, r in enumerate(rows[:10])]
@@ -143,7 +133,7 @@ def test_a_bad_sheet_imports_nothing(cli, fake_registry, exported, problem) -> N
         assert "unknown item ids" in result.stderr and "'hdeadbeef00'" in result.stderr
     if problem in ("out-of-range", "both"):
         assert "rating '7' is out of range" in result.stderr
-    assert _query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings ORDER BY 1, 2") == before
+    assert query(fake_registry, "SELECT item_id, annotator, rating FROM human_ratings ORDER BY 1, 2") == before
 
 
 def test_import_before_export_is_a_user_error(cli, fake_registry, tmp_path) -> None:

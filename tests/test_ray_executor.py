@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import fakes
+from stores import query, tiny_default
 from harness.errors import MissingDependency, UserError
 from harness.store import STORE_NAME
 
@@ -218,14 +219,6 @@ def report(registry: Path) -> list[dict]:
     return json.loads(out)
 
 
-def query(registry: Path, sql: str):
-    con = sqlite3.connect(registry.parent / "out" / STORE_NAME)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 def adapters_stored(registry: Path) -> bool:
     try:
         return query(registry, "SELECT COUNT(*) FROM adapters")[0][0] == 1
@@ -414,28 +407,10 @@ def _alive(pid: int) -> bool:
 # --------------------------------------------------------------------------- the embedded default, real model
 
 
-def tiny_default(folder: Path, executor: str = "") -> Path:
-    """The shipped registry.toml at a tiny budget: 3 test examples, a greedy and a seeded-sampling config, 2 training steps."""
-    folder.mkdir(parents=True, exist_ok=True)
-    text = (ROOT / "registry.toml").read_text()
-    text = text.replace('output_dir = "runs/default"', f'output_dir = "{folder / "out"}"')
-    text = re.sub(r"test_size = \d+", "test_size = 3", text)
-    text = re.sub(r"train_size = \d+", "train_size = 16", text)
-    text = re.sub(r"max_steps = \d+", "max_steps = 2", text)
-    text = re.sub(r"batch_size = 4\n", "batch_size = 2\n", text)
-    text = re.sub(r"max_new_tokens = \d+", "max_new_tokens = 6", text)
-    text = text.replace("include_defaults = true", "include_defaults = false")
-    text = re.sub(r"\[sweep.vary\].*?\n\n", "[sweep.vary]\ntemperature = [0.0, 1.0]\n\n", text, flags=re.S)
-    text = text.replace("[human]", executor + "\n[human]")
-    path = folder / "registry.toml"
-    path.write_text(text)
-    return path
-
-
 @pytest.mark.slow
 def test_the_embedded_default_on_two_nodes_reports_exactly_what_the_local_executor_does(cluster, tmp_path) -> None:
     local = tiny_default(tmp_path / "local")
-    on_ray = tiny_default(tmp_path / "ray", f'[executor]\nname = "ray"\naddress = "{cluster.address}"\n')
+    on_ray = tiny_default(tmp_path / "ray", extra=f'[executor]\nname = "ray"\naddress = "{cluster.address}"\n')
     code, _, err = harness(local, "run", "--all", timeout=600)
     assert code == 0, err
     code, _, err = harness(on_ray, "run", "--all", timeout=600)
