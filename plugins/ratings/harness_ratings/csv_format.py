@@ -34,6 +34,8 @@ from harness import hookimpl
 from harness.api import PAIR_LEFT, PAIR_RIGHT, PAIR_TIE, Rating, RatingFormat, RatingItem, RatingScale
 from harness.errors import UserError
 
+from .messages import MAX_LISTED, listed, problem_message
+
 #: columns of an exported sheet, in order
 COLUMNS = ["item_id", "instruction", "input", "reference", "response", "rating", "annotator", "comment"]
 PAIR_COLUMNS = ["item_id", "instruction", "input", "reference", "response_left", "response_right", "rating", "annotator", "comment"]
@@ -48,7 +50,6 @@ _ALLOWED_TEXT = {
     "auto": "0 or 1 (binary) or 1-5 (Likert)",
 }
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_MAX_LISTED = 10
 
 
 # --------------------------------------------------------------------------- cells
@@ -318,9 +319,7 @@ def _why_not(value: float, allowed: Iterable[float]) -> str:
 
 
 def _join_rows(rows: Sequence[int]) -> str:
-    shown = ", ".join(str(row) for row in rows[:_MAX_LISTED])
-    more = f" and {len(rows) - _MAX_LISTED} more" if len(rows) > _MAX_LISTED else ""
-    return f"{'row' if len(rows) == 1 else 'rows'} {shown}{more}"
+    return f"{'row' if len(rows) == 1 else 'rows'} {listed(rows)}"
 
 
 class _Problems:
@@ -346,20 +345,16 @@ class _Problems:
         return sum(len(lines) for lines in self.by_kind.values()) + (1 if self.unknown else 0)
 
     def render(self) -> str:
-        per_row = [entry for kind in ("item", "number", "range", "annotator") for entry in self.by_kind[kind][:_MAX_LISTED]]
+        per_row = [entry for kind in ("item", "number", "range", "annotator") for entry in self.by_kind[kind][:MAX_LISTED]]
         lines = [line for _, line in sorted(per_row, key=lambda entry: entry[0])]
         if self.unknown:
-            shown = ", ".join(self.unknown[:_MAX_LISTED])
-            more = f" and {len(self.unknown) - _MAX_LISTED} more" if len(self.unknown) > _MAX_LISTED else ""
-            lines.append(f"unknown item ids (not on any exported sheet): {shown}{more}")
+            lines.append(f"unknown item ids (not on any exported sheet): {listed(self.unknown)}")
         for kind in ("duplicate", "mix"):
-            lines.extend(line for _, line in self.by_kind[kind][:_MAX_LISTED])
+            lines.extend(line for _, line in self.by_kind[kind][:MAX_LISTED])
         for kind, found in self.by_kind.items():
-            if len(found) > _MAX_LISTED:
-                lines.append(f"... and {len(found) - _MAX_LISTED} more {self._MORE[kind]}")
-        count = self.count()
-        head = f"{count} problem{'s' if count != 1 else ''} in the rating sheet; nothing was imported:"
-        return "\n".join([head, *(f"  {line}" for line in lines)])
+            if len(found) > MAX_LISTED:
+                lines.append(f"... and {len(found) - MAX_LISTED} more {self._MORE[kind]}")
+        return problem_message(self.count(), "rating sheet", lines)
 
 
 # --------------------------------------------------------------------------- the plugin

@@ -48,6 +48,8 @@ from harness import hookimpl
 from harness.api import PAIR_LEFT, PAIR_RIGHT, PAIR_TIE, Rating, RatingFormat, RatingItem, RatingScale, stable_hash
 from harness.errors import UserError
 
+from .messages import MAX_LISTED, listed, problem_message
+
 TASKS_FILE = "tasks.json"
 CONFIG_FILE = "labeling_config.xml"
 #: the first word of every export marker; the number is this format's task layout version
@@ -64,7 +66,6 @@ _ALLOWED_TEXT = {
     "likert": "a rating of 1-5",
     "pairwise": "the choice left, tie or right",
 }
-_MAX_LISTED = 10
 
 
 # --------------------------------------------------------------------------- export
@@ -300,7 +301,7 @@ def read_export(path: str | Path, items: Mapping[str, RatingItem], scale: Rating
             ratings.append(Rating(item_id, annotator, value, comment=comment, where=where))
     for (item_id, annotator), places in seen.items():
         if len(places) > 1:
-            problems.add(f"item {item_id!r} is rated more than once by {annotator!r} ({'; '.join(places[:_MAX_LISTED])}); keep one annotation per annotator and item")
+            problems.add(f"item {item_id!r} is rated more than once by {annotator!r} ({'; '.join(places[:MAX_LISTED])}); keep one annotation per annotator and item")
     if problems.count():
         raise UserError(problems.render(), file=path)
     if not ratings:
@@ -377,15 +378,15 @@ def _resolve_scale(scale: RatingScale | None, markers: dict[str, list[str]], pro
     names = sorted(markers)
     for name in names:
         if name not in RatingScale.SCALES:
-            problems.add(f"{_join(markers[name])}: the export marker names an unknown scale {name!r}")
+            problems.add(f"{listed(markers[name])}: the export marker names an unknown scale {name!r}")
     known = [name for name in names if name in RatingScale.SCALES]
     if scale is not None:
         for name in known:
             if name != scale.name:
-                problems.add(f"{_join(markers[name])}: exported for the {name} scale, but ratings on the {scale.name} scale were asked for")
+                problems.add(f"{listed(markers[name])}: exported for the {name} scale, but ratings on the {scale.name} scale were asked for")
         return scale
     if len(known) > 1:
-        problems.add("the tasks mix scales: " + "; ".join(f"{name} on {_join(markers[name])}" for name in known) + "; import one scale at a time")
+        problems.add("the tasks mix scales: " + "; ".join(f"{name} on {listed(markers[name])}" for name in known) + "; import one scale at a time")
         return None
     return RatingScale(known[0]) if known else None
 
@@ -398,11 +399,6 @@ def _value(raw: Any, scale: RatingScale) -> float | None:
     table = {alias: value for alias, _, value in (PAIR_CHOICES if scale.pairwise else BINARY_CHOICES)}
     table.update({label: value for _, label, value in (PAIR_CHOICES if scale.pairwise else BINARY_CHOICES)})
     return table.get(raw) if isinstance(raw, str) else None
-
-
-def _join(labels: Sequence[str]) -> str:
-    shown = ", ".join(labels[:_MAX_LISTED])
-    return shown + (f" and {len(labels) - _MAX_LISTED} more" if len(labels) > _MAX_LISTED else "")
 
 
 class _Problems:
@@ -420,19 +416,17 @@ class _Problems:
         return len(self.lines) + len(self.foreign) + len(self.unknown)
 
     def render(self) -> str:
-        lines = list(self.lines[:_MAX_LISTED])
-        if len(self.lines) > _MAX_LISTED:
-            lines.append(f"... and {len(self.lines) - _MAX_LISTED} more problems")
+        lines = list(self.lines[:MAX_LISTED])
+        if len(self.lines) > MAX_LISTED:
+            lines.append(f"... and {len(self.lines) - MAX_LISTED} more problems")
         if self.foreign:
             lines.append(
-                f"{_join(self.foreign)}: no harness item (the task's data lacks 'item_id' and 'harness_export'); "
+                f"{listed(self.foreign)}: no harness item (the task's data lacks 'item_id' and 'harness_export'); "
                 "this is the export of a project whose tasks did not come from 'harness human export --format label-studio'"
             )
         if self.unknown:
-            lines.append(f"{_join(self.unknown)}: items not in the store; this export comes from another run or store")
-        count = self.count()
-        head = f"{count} problem{'s' if count != 1 else ''} in the Label Studio export; nothing was imported:"
-        return "\n".join([head, *(f"  {line}" for line in lines)])
+            lines.append(f"{listed(self.unknown)}: items not in the store; this export comes from another run or store")
+        return problem_message(self.count(), "Label Studio export", lines)
 
 
 # --------------------------------------------------------------------------- the plugin
