@@ -291,10 +291,6 @@ class Store:
             [(g, metric_key, ref, float(s.value), json.dumps(list(s.stats)) if s.stats is not None else None) for g, ref, s in items],
         )
 
-    def save_scores(self, metric_key: str, items: Sequence[tuple[str, str, ExampleScore]]) -> None:
-        with self._tx():
-            self._insert_scores(metric_key, items)
-
     # -- records of what the run ran
 
     def record_cell(self, cell: CellRecord, keys: Sequence[tuple[str, str]], run_id: int | None) -> None:
@@ -328,9 +324,6 @@ class Store:
             "INSERT OR REPLACE INTO cell_metrics VALUES(?,?,?,?,?,?,?,?,?)",
             (model, config, metric, metric_key, split_key, value, n, run_id, time.time()),
         )
-
-    def delete_cell_metric(self, model: str, config: str, metric: str) -> None:
-        self.db.execute("DELETE FROM cell_metrics WHERE model=? AND config=? AND metric=?", (model, config, metric))
 
     # -- failures
 
@@ -368,12 +361,6 @@ class Store:
         if ids:
             self.db.execute("UPDATE runs SET status='interrupted' WHERE status='running'")
         return ids
-
-    def last_run(self) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT run_id, command, started, finished, status, metadata FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
-        if not row:
-            return None
-        return dict(zip(("run_id", "command", "started", "finished", "status"), row[:5])) | {"metadata": json.loads(row[5])}
 
     def runs(self) -> list[dict[str, Any]]:
         cols = ("run_id", "command", "started", "finished", "status", "pid", "host", "metadata")
@@ -433,9 +420,6 @@ class Store:
         items = {i["item_id"]: i for i in self.human_items() if i["gen_key_b"] is not None}
         q = "SELECT item_id, annotator, rating FROM human_ratings WHERE item_id IN (SELECT item_id FROM human_items WHERE gen_key_b IS NOT NULL)"
         return [(items[i], a, float(r)) for i, a, r in self.db.execute(q)]
-
-    def human_item_ids(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT item_id FROM human_items")}
 
     def save_ratings(self, ratings: Sequence[tuple[str, str, float]], scale: str, source: str, comments: Sequence[str] | None = None) -> None:
         now = time.time()

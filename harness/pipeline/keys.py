@@ -56,9 +56,4 @@ def metric_key(identity: Mapping[str, Any]) -> str:
     return stable_hash(dict(identity))
 
 
-def decoding_record(decoding: Decoding) -> dict[str, Any]:
-    """The decoding as recorded with results: effective parameters plus what was requested."""
-    return decoding.to_dict()
-
-
-__all__ = ["example_seed", "model_key", "train_key", "gen_key", "metric_key", "decoding_key", "decoding_record"]
+__all__ = ["example_seed", "model_key", "train_key", "gen_key", "metric_key", "decoding_key"]

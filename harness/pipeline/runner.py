@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import data
-from ..api import Example, ExampleScore, Job, Metric, ModelSpec, NullProgress, Progress, ScoreInput, stable_hash
+from ..api import Example, Job, Metric, ModelSpec, NullProgress, Progress, ScoreInput, stable_hash
 from ..errors import UserError, unknown_name
 from ..plugins import Plugins
 from ..registry import Experiment, SweepConfig
@@ -530,4 +530,4 @@ def _ensure(p: Path) -> Path:
     return p
 
 
-__all__ = ["Runner", "Selection", "RunStats", "PlanSize", "plan_size", "split_identity", "compute_split", "run_metadata", "CONFIRM_ABOVE", "STAGES", "ExampleScore"]
+__all__ = ["Runner", "Selection", "RunStats", "PlanSize", "plan_size", "split_identity", "compute_split", "run_metadata", "CONFIRM_ABOVE", "STAGES"]

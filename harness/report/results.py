@@ -11,7 +11,6 @@ is recomputed, and nothing is written. A store copied to another machine reads t
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,18 +139,6 @@ class Results:
     store_path: str
     #: pairwise judgments of current generations, as shares of the win for ``config_a``
     pairs: tuple[PairOutcome, ...] = ()
-
-    def value(self, model: str, config: str, metric: str) -> CellResult | None:
-        for v in self.values:
-            if (v.model, v.config, v.metric) == (model, config, metric):
-                return v
-        return None
-
-    def metric(self, name: str) -> MetricInfo | None:
-        for m in self.metrics:
-            if m.name == name:
-                return m
-        return None
 
     @property
     def metric_names(self) -> list[str]:
@@ -329,10 +316,6 @@ def _experiment(runs: Sequence[dict[str, Any]], store: Store) -> ExperimentInfo:
                 snapshot=snap,
             )
     raise UserError("holds no recorded run yet; run `harness run --all` first", file=store.path)
-
-
-def is_nan(x: Any) -> bool:
-    return isinstance(x, float) and math.isnan(x)
 
 
 __all__ = ["Results", "CellResult", "CellRecord", "MetricInfo", "ConfigInfo", "ExperimentInfo", "HumanRating", "Failure", "HUMAN"]
