@@ -114,7 +114,6 @@ class ModelState:
     template_id: dict[str, str]
     train_key: str | None = None
     adapter: jobs.AdapterRef | None = None
-    summary: dict[str, Any] | None = None
     tokenizer: Any = None
 
 
@@ -187,7 +186,6 @@ class Runner:
                 found = self.store.adapter(state.train_key)
                 if found and (found["path"] / "adapter_model.safetensors").exists():
                     state.adapter = jobs.AdapterRef(found["sha256"], str(found["path"]))
-                    state.summary = found["summary"]
             self._models[spec.name] = state
         return self._models[spec.name]
 
@@ -453,7 +451,6 @@ class _Sink:
         self.store.save_adapter(out.train_key, spec.name, path, ref.sha256, out.summary)
         self.store.clear_failure(f"train/{spec.name}")
         state.adapter = jobs.AdapterRef(ref.sha256, str(path))
-        state.summary = out.summary
         r.stats.trained += 1
 
     def done(self, job: Job) -> Sequence[Job]:
