@@ -47,6 +47,7 @@ __all__ = [
     "Decoder",
     "GenRequest",
     "GenResult",
+    "TokenLogprob",
     "Engine",
     "EngineSession",
     "ScoreInput",
@@ -68,6 +69,8 @@ __all__ = [
     "stable_hash",
     "non_default",
     "file_lock",
+    "create_plugin",
+    "MISSING_SCORE",
 ]
 
 
@@ -292,6 +295,8 @@ class Decoding:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    #: keep tokens whose probability is at least ``min_p`` times the most likely token's (0 = off; transformers' MinPLogitsWarper)
+    min_p: float = 0.0
     num_beams: int = 1
     length_penalty: float = 1.0
     repetition_penalty: float = 1.0
@@ -348,12 +353,37 @@ def _fmt(value: Any) -> str:
 
 @dataclass(frozen=True)
 class GenRequest:
-    """One prompt to complete. ``seed`` makes sampling reproducible per example."""
+    """One prompt to complete. ``seed`` makes sampling reproducible per example.
+
+    ``prompt`` is the rendered text (the model's template applied). ``messages`` holds the same
+    prompt as a conversation, ``(role, content)`` pairs, when the template is a chat: engines
+    that apply the chat template themselves (a served model behind an OpenAI-compatible API)
+    send these instead of ``prompt``. ``logprobs`` > 0 asks for the log-probabilities of the
+    ``logprobs`` most likely tokens at every generated position (see :class:`TokenLogprob`);
+    an engine that cannot return them leaves :attr:`GenResult.logprobs` None.
+    """
 
     key: str
     prompt: str
     decoding: Decoding
     seed: int
+    messages: tuple[tuple[str, str], ...] = ()
+    logprobs: int = 0
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated position: the chosen token's text and log-probability, and the most likely alternatives.
+
+    ``top`` lists ``(token text, log-probability)`` for the ``GenRequest.logprobs`` most likely
+    tokens at this position, most likely first (the chosen token among them when it is one of
+    them). Log-probabilities are natural logarithms of the model's distribution before any
+    sampling filter (temperature 1, no top-k/top-p), as OpenAI's API and vLLM report them.
+    """
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -364,6 +394,8 @@ class GenResult:
     new_tokens: int
     seconds: float
     finish_reason: str  # "eos" | "length"
+    #: per generated token, when the request asked for ``logprobs`` and the engine can give them
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 class EngineSession(Protocol):
@@ -392,26 +424,67 @@ class Engine(Plugin):
     def open(self, adapter: ModelAdapter, spec: ModelSpec, adapter_dir: Path | None) -> EngineSession:
         raise NotImplementedError
 
+    def unsupported(self, decoding: Decoding) -> str | None:
+        """Why this engine cannot decode ``decoding`` as asked (None: it can).
+
+        ``harness check`` and ``harness run`` refuse such a config before anything runs, naming
+        it: an engine never silently changes what it was asked for (e.g. beam search on a server
+        without it, ``min_p`` where the backend has none).
+        """
+        return None
+
+    def check(self, spec: ModelSpec) -> None:
+        """Cheap preflight for ``spec`` before a run (reach a server, see that the model is served, that a key works).
+
+        Raise :class:`harness.errors.UserError` with one clear message; called by ``harness check``
+        and at the start of ``harness run``. The default checks nothing.
+        """
+
 
 # --------------------------------------------------------------------------- metrics
 
 
 @dataclass(frozen=True)
 class ScoreInput:
-    """One generation to score against its reference."""
+    """One generation to score against its reference.
+
+    For a metric that compares outputs (see :meth:`Metric.against`), ``other`` is the output it
+    is compared with — the same model's generation for the same example under the config the
+    metric compares against — and ``other_key`` that generation's key; both are None otherwise.
+    ``model`` and ``config`` name the cell the generation belongs to.
+    """
 
     key: str
     prediction: str
     reference: str
     example: Example
+    other: str | None = None
+    other_key: str | None = None
+    model: str = ""
+    config: str = ""
+
+
+#: the value of an :class:`ExampleScore` that could not be scored (an unparseable judge verdict)
+MISSING_SCORE = float("nan")
 
 
 @dataclass(frozen=True)
 class ExampleScore:
-    """A per-example score. ``stats`` holds sufficient statistics for corpus-level metrics (BLEU)."""
+    """A per-example score.
+
+    ``stats`` holds sufficient statistics for corpus-level metrics (BLEU). ``value`` NaN
+    (:data:`MISSING_SCORE`) means the example could not be scored (say why in ``detail``): it is
+    recorded and counted as missing, never averaged in as a number. ``detail`` is a small
+    JSON-able mapping stored with the score and shown in reports (a judge's verdicts and why).
+    """
 
     value: float
     stats: tuple[float, ...] | None = None
+    detail: Mapping[str, Any] | None = None
+
+    @property
+    def missing(self) -> bool:
+        return self.value != self.value  # NaN
 
 
 class Metric(Plugin):
@@ -435,8 +508,20 @@ class Metric(Plugin):
     def score(self, inputs: Sequence[ScoreInput], progress: Progress) -> list[ExampleScore]:
         raise NotImplementedError
 
+    def against(self) -> str | None:
+        """What each output is compared with: None (only its reference), ``"baseline"`` (the same model's
+        output for the same example under the baseline config: the sweep's defaults when they are a
+        config, else the first config) or a config's name. When set, the core fills
+        :attr:`ScoreInput.other` and keys each score by the compared generation too."""
+        return None
+
+    def check(self) -> None:
+        """Cheap preflight before a run (a judge's server reachable, its model there). Raise UserError; default: nothing."""
+
     def aggregate(self, scores: Sequence[ExampleScore]) -> float:
-        return sum(s.value for s in scores) / len(scores) if scores else float("nan")
+        """The cell's value: the mean of the scored examples (missing ones left out; NaN when none was scored)."""
+        scored = [s.value for s in scores if not s.missing]
+        return sum(scored) / len(scored) if scored else float("nan")
 
     def corpus_values(self, sums: Any) -> Any:
         """For a corpus-level metric: the aggregate of each row of ``sums``, or None.
@@ -497,6 +582,10 @@ class ReportRow:
     error: str | None = None
     #: why a cell without a value has none, when it did not fail ("not scored yet", "generation incomplete: 12 of 20")
     note: str | None = None
+    #: examples that could not be scored (e.g. unparseable judge verdicts): not in ``n``, not in ``value``
+    missing: int = 0
+    #: the config each output was compared with, for a metric that compares outputs (a pairwise judge)
+    against: str | None = None
 
 
 class Reporter(Plugin):
@@ -715,6 +804,19 @@ def file_lock(path: str | Path, *, timeout: float | None = None) -> Any:
     from .locks import file_lock as _file_lock
 
     return _file_lock(Path(path), timeout=timeout)
+
+
+def create_plugin(kind: str, name: str, settings: dict[str, Any] | None = None) -> Any:
+    """An instance of the installed plugin ``name`` of ``kind`` ("model", "engine", "metric", …) with ``settings``.
+
+    For plugins built on others (a judge metric opens a model through an engine plugin). The
+    plugins are those of the running process (the run's own, or the installed entry points in
+    a worker). Unknown names raise :class:`harness.errors.UserError`; ``settings`` are taken as
+    given (defaults filled in), so validate what comes from the user.
+    """
+    from .plugins import current_plugins
+
+    return current_plugins().create(kind, name, settings)
 
 
 def non_default(obj: Any) -> dict[str, Any]:

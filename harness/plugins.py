@@ -105,6 +105,23 @@ class Plugins:
         return [info for kind in KINDS for info in sorted(self.by_kind[kind].values(), key=lambda i: i.name)]
 
 
+_CURRENT: Plugins | None = None
+
+
+def use_plugins(plugins: Plugins | None) -> None:
+    """Make ``plugins`` the ones :func:`current_plugins` returns in this process (a run sets its own; tests set fakes)."""
+    global _CURRENT
+    _CURRENT = plugins
+
+
+def current_plugins() -> Plugins:
+    """The plugins of this process: those set with :func:`use_plugins`, else the installed entry points (built once)."""
+    global _CURRENT
+    if _CURRENT is None:
+        _CURRENT = build_plugins()
+    return _CURRENT
+
+
 def build_plugins(*, entry_points: bool = True, extra: Iterable[object] = ()) -> Plugins:
     """Discover plugins. ``extra`` are plugin objects (modules or instances) registered directly, as tests do."""
     pm = pluggy.PluginManager("harness")

@@ -22,6 +22,7 @@ import itertools
 import math
 import re
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,10 @@ class Experiment:
             if c.name == name:
                 return c
         raise UserError(unknown_name("config", name, [c.name for c in self.configs]), file=self.path)
+
+    def baseline(self) -> str | None:
+        """The baseline config: the one whose params are the sweep's defaults, else the first (None: no configs)."""
+        return default_baseline([(c.name, c.params) for c in self.configs], self.sweep_defaults)
 
     def snapshot(self, plugins: Plugins) -> dict[str, Any]:
         """The experiment as JSON, recorded with every run: what reading commands know of it on any machine."""
@@ -466,6 +471,20 @@ class _Validator:
         return names, settings
 
 
+def config_with_defaults(configs: Sequence[tuple[str, Mapping[str, Any]]], defaults: Mapping[str, Any] | None) -> str | None:
+    """The first config whose params equal the sweep's ``defaults`` (None: none does, or there are no defaults)."""
+    if defaults:
+        for name, params in configs:
+            if all(k in params and params[k] == v for k, v in defaults.items()):
+                return name
+    return None
+
+
+def default_baseline(configs: Sequence[tuple[str, Mapping[str, Any]]], defaults: Mapping[str, Any] | None) -> str | None:
+    """The config every other is compared with by default: the sweep's defaults when they are a config, else the first."""
+    return config_with_defaults(configs, defaults) or (configs[0][0] if configs else None)
+
+
 def _check_local_model(ref: str, base_dir: Path, fail) -> None:
     """A base_model that looks like a local path must exist (hub names are checked when loaded)."""
     if ref.startswith("package:"):
@@ -502,4 +521,4 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-__all__ = ["Experiment", "SweepConfig", "DatasetConfig", "load_experiment"]
+__all__ = ["Experiment", "SweepConfig", "DatasetConfig", "load_experiment", "default_baseline", "config_with_defaults"]

@@ -33,11 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .api import Example, ExampleScore, GenResult
+from .api import MISSING_SCORE, Example, ExampleScore, GenResult
 from .errors import UserError
 
-#: bump when tables change incompatibly; a store of another version is refused with a clear message
-SCHEMA_VERSION = 2
+#: bump when tables change; a store of an older version this harness can migrate is migrated (see ``MIGRATIONS``),
+#: any other is refused with a clear message
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,7 +58,7 @@ CREATE TABLE IF NOT EXISTS metric_ids(
   metric_key TEXT PRIMARY KEY, metric TEXT NOT NULL, identity TEXT NOT NULL,
   label TEXT NOT NULL, higher_is_better INTEGER NOT NULL, aggregation TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS scores(
-  gen_key TEXT NOT NULL, metric_key TEXT NOT NULL, ref_sha TEXT NOT NULL, value REAL NOT NULL, stats TEXT,
+  gen_key TEXT NOT NULL, metric_key TEXT NOT NULL, ref_sha TEXT NOT NULL, value REAL, stats TEXT, detail TEXT,
   PRIMARY KEY(gen_key, metric_key, ref_sha));
 CREATE TABLE IF NOT EXISTS cells(
   model TEXT NOT NULL, config TEXT NOT NULL, split_key TEXT NOT NULL, model_key TEXT NOT NULL,
@@ -70,7 +71,7 @@ CREATE INDEX IF NOT EXISTS cell_examples_gen ON cell_examples(gen_key);
 CREATE TABLE IF NOT EXISTS cell_metrics(
   model TEXT NOT NULL, config TEXT NOT NULL, metric TEXT NOT NULL, metric_key TEXT NOT NULL,
   split_key TEXT NOT NULL, value REAL, n INTEGER NOT NULL, run_id INTEGER, updated REAL NOT NULL,
-  PRIMARY KEY(model, config, metric));
+  against TEXT, missing INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(model, config, metric));
 CREATE TABLE IF NOT EXISTS failures(
   cell TEXT PRIMARY KEY, stage TEXT NOT NULL, model TEXT, config TEXT, metric TEXT,
   error TEXT NOT NULL, traceback TEXT, created REAL NOT NULL);
@@ -86,6 +87,22 @@ CREATE TABLE IF NOT EXISTS human_ratings(
   source TEXT NOT NULL, imported REAL NOT NULL, comment TEXT NOT NULL DEFAULT '',
   PRIMARY KEY(item_id, annotator));
 """
+
+#: from version -> the statements that bring a store of that version to the next (run in one transaction)
+MIGRATIONS: dict[int, str] = {
+    # 2 -> 3: a score may be missing (NULL value: an unparseable judge verdict) and carries a detail; a cell's metric
+    # records what its outputs were compared with (a pairwise metric) and how many examples could not be scored
+    2: """
+ALTER TABLE cell_metrics ADD COLUMN against TEXT;
+ALTER TABLE cell_metrics ADD COLUMN missing INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE scores_v3(
+  gen_key TEXT NOT NULL, metric_key TEXT NOT NULL, ref_sha TEXT NOT NULL, value REAL, stats TEXT, detail TEXT,
+  PRIMARY KEY(gen_key, metric_key, ref_sha));
+INSERT INTO scores_v3(gen_key, metric_key, ref_sha, value, stats) SELECT gen_key, metric_key, ref_sha, value, stats FROM scores;
+DROP TABLE scores;
+ALTER TABLE scores_v3 RENAME TO scores;
+""",
+}
 
 STORE_NAME = "harness.sqlite"
 LOCK_NAME = ".harness.lock"
@@ -106,9 +123,16 @@ class CellRecord:
 
 
 class Store:
-    def __init__(self, directory: Path, *, create: bool = True, threads: bool = False):
+    """The store of one output folder.
+
+    ``readonly``: the caller only reads (reports, analyses, a merge's sources). Nothing is written to
+    the file then, not even a migration: a store of an older schema is migrated in a copy in memory.
+    """
+
+    def __init__(self, directory: Path, *, create: bool = True, threads: bool = False, readonly: bool = False):
         self.directory = Path(directory)
         self.path = self.directory / STORE_NAME
+        self.readonly = readonly
         try:
             if create:
                 self.directory.mkdir(parents=True, exist_ok=True)
@@ -119,33 +143,54 @@ class Store:
             why = getattr(exc, "strerror", None) or str(exc)
             raise UserError(f"cannot create the results store in {self.directory}: {why}", key="experiment.output_dir") from None
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self._check_version()
-        self.db.executescript(SCHEMA)
-        if self.get_meta("schema_version") is None:
-            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        version = self._check_version()
+        in_memory = self.readonly and version != SCHEMA_VERSION
+        if in_memory:  # the file is never written: migrate or complete a copy
+            memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=not threads)
+            self.db.backup(memory)
+            self.db.close()
+            self.db = memory
+        if version is not None and version < SCHEMA_VERSION:
+            self._migrate(version)
+        if not self.readonly or in_memory:
+            self.db.executescript(SCHEMA)
+            if self.get_meta("schema_version") is None:
+                self.set_meta("schema_version", str(SCHEMA_VERSION))
 
-    def _check_version(self) -> None:
+    def _check_version(self) -> int | None:
+        """The store's schema version (None: a new or empty store); refuses one this harness cannot read."""
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables:
-            return
+            return None
         version = None
         if "meta" in tables:
             row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             version = row[0] if row else None
         if version is None and "generations" not in tables:
-            return  # an empty store from an interrupted first start
-        if version != str(SCHEMA_VERSION):
+            return None  # an empty store from an interrupted first start
+        if version is None or not version.isdigit() or int(version) not in (SCHEMA_VERSION, *MIGRATIONS):
             self.db.close()
             raise UserError(
-                f"written by another version of the harness (store schema {version or 1}, this harness reads {SCHEMA_VERSION}); "
+                f"written by another version of the harness (store schema {version or 1}, this harness reads {SCHEMA_VERSION}"
+                f"{' and migrates ' + ', '.join(map(str, sorted(MIGRATIONS))) if MIGRATIONS else ''}); "
                 "its results are kept as they are: read them with the harness that wrote them, or move the folder away "
                 "to start the experiment afresh",
                 file=self.path,
             )
+        return int(version)
+
+    def _migrate(self, version: int) -> None:
+        """Bring the store from ``version`` to the current schema, in one transaction."""
+        with self._tx():
+            for v in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[v].split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
 
     @classmethod
-    def open_existing(cls, directory: Path, *, threads: bool = False) -> Store | None:
-        return cls(directory, create=False, threads=threads) if (Path(directory) / STORE_NAME).exists() else None
+    def open_existing(cls, directory: Path, *, threads: bool = False, readonly: bool = False) -> Store | None:
+        return cls(directory, create=False, threads=threads, readonly=readonly) if (Path(directory) / STORE_NAME).exists() else None
 
     def close(self) -> None:
         self.db.close()
@@ -276,19 +321,29 @@ class Store:
         }
 
     def scores(self, metric_key: str, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], ExampleScore]:
-        """Stored scores for (gen_key, ref_sha) pairs."""
+        """Stored scores for (gen_key, ref_sha) pairs (a missing score has value NaN)."""
         wanted = set(pairs)
         rows = self._select_in(
-            "SELECT gen_key, ref_sha, value, stats FROM scores WHERE metric_key=? AND gen_key IN ({})",
+            "SELECT gen_key, ref_sha, value, stats, detail FROM scores WHERE metric_key=? AND gen_key IN ({})",
             sorted({g for g, _ in wanted}),
             prefix=(metric_key,),
         )
-        return {(g, r): ExampleScore(v, tuple(json.loads(s)) if s else None) for g, r, v, s in rows if (g, r) in wanted}
+        return {
+            (g, r): ExampleScore(MISSING_SCORE if v is None else v, tuple(json.loads(s)) if s else None, json.loads(d) if d else None)
+            for g, r, v, s, d in rows
+            if (g, r) in wanted
+        }
 
     def _insert_scores(self, metric_key: str, items: Sequence[tuple[str, str, ExampleScore]]) -> None:
         self.db.executemany(
-            "INSERT OR REPLACE INTO scores VALUES(?,?,?,?,?)",
-            [(g, metric_key, ref, float(s.value), json.dumps(list(s.stats)) if s.stats is not None else None) for g, ref, s in items],
+            "INSERT OR REPLACE INTO scores(gen_key, metric_key, ref_sha, value, stats, detail) VALUES(?,?,?,?,?,?)",
+            [
+                (
+                    g, metric_key, ref, None if s.missing else float(s.value), json.dumps(list(s.stats)) if s.stats is not None else None,
+                    json.dumps(dict(s.detail), sort_keys=True, ensure_ascii=False) if s.detail is not None else None,
+                )
+                for g, ref, s in items
+            ],
         )
 
     # -- records of what the run ran
@@ -319,10 +374,15 @@ class Store:
         """The (model, config) cells whose recorded generation keys include any of ``gen_keys``."""
         return {(m, c) for m, c in self._select_in("SELECT DISTINCT model, config FROM cell_examples WHERE gen_key IN ({})", sorted(set(gen_keys)))}
 
-    def record_cell_metric(self, model: str, config: str, metric: str, metric_key: str, split_key: str, value: float | None, n: int, run_id: int | None) -> None:
+    def record_cell_metric(
+        self, model: str, config: str, metric: str, metric_key: str, split_key: str, value: float | None, n: int, run_id: int | None,
+        *, against: str | None = None, missing: int = 0,
+    ) -> None:
+        """The cell's aggregate over ``n`` scored examples (``missing`` more could not be scored), compared ``against`` a config or not."""
         self.db.execute(
-            "INSERT OR REPLACE INTO cell_metrics VALUES(?,?,?,?,?,?,?,?,?)",
-            (model, config, metric, metric_key, split_key, value, n, run_id, time.time()),
+            "INSERT OR REPLACE INTO cell_metrics(model, config, metric, metric_key, split_key, value, n, run_id, updated, against, missing) "
+            "VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+            (model, config, metric, metric_key, split_key, value, n, run_id, time.time(), against, missing),
         )
 
     # -- failures
@@ -455,6 +515,16 @@ class Store:
             chunk = values[i : i + 500]
             out.extend(self.db.execute(sql.format(",".join("?" * len(chunk))), (*prefix, *chunk)).fetchall())
         return out
+
+
+def score_ref(reference_sha: str, other_key: str | None = None) -> str:
+    """What a score was computed against, its third key: the reference's sha, and for a metric that compares
+    outputs (:meth:`harness.api.Metric.against`) the key of the generation it was compared with."""
+    if other_key is None:
+        return reference_sha
+    import hashlib
+
+    return hashlib.sha256(f"{reference_sha}|{other_key}".encode()).hexdigest()[:16]
 
 
 def sha256_file(path: Path) -> str:

@@ -11,6 +11,9 @@ test can assert that a run did (or did not) do model work; :func:`reset` zeroes 
   fail one config (``fail_num_beams``) or to raise KeyboardInterrupt after N batches
   (:attr:`FakeEngine.interrupt_after_batches`).
 * ``fake-len`` and ``fake-overlap`` (:class:`FakeLenMetric`, :class:`FakeOverlapMetric`).
+* ``fake-prefer`` (:class:`FakePreferMetric`): a pairwise metric (compares each output with the
+  baseline's): 1 when the output has more words, 0 fewer, 0.5 as many; missing (NaN) when the
+  output contains "omega", as an unparseable judge verdict would be.
 * ``fake-data`` (:class:`FakeDataset`): ``n`` deterministic Alpaca records.
 
 :func:`registry_toml` writes experiment files that use them.
@@ -37,6 +40,7 @@ from harness.api import (
     ExampleScore,
     GenRequest,
     GenResult,
+    MISSING_SCORE,
     LoadedModel,
     Metric,
     ModelAdapter,
@@ -223,6 +227,33 @@ class FakeOverlapMetric(_CountingMetric):
         return len(ref & set(prediction.lower().split())) / len(ref) if ref and prediction.strip() else 0.0
 
 
+class FakePreferMetric(Metric):
+    """A pairwise metric: the share of the win for the output over the output it is compared with, by word count."""
+
+    name = "fake-prefer"
+    version = "1"
+    label = "FakePrefer"
+    description = "prefers the longer of two outputs (a stand-in for a pairwise judge)"
+    options = {"against": Option(str, default="baseline", help="'baseline' or a config name")}
+
+    scored: ClassVar[int] = 0
+
+    def against(self) -> str | None:
+        return self.settings["against"]
+
+    def score(self, inputs: Sequence[ScoreInput], progress: Progress) -> list[ExampleScore]:
+        FakePreferMetric.scored += len(inputs)
+        out = []
+        for i in inputs:
+            assert i.other is not None and i.other_key is not None, "a pairwise metric gets the compared output"
+            if "omega" in i.prediction.split():
+                out.append(ExampleScore(MISSING_SCORE, detail={"verdict": None, "why": "unparseable"}))
+                continue
+            a, b = len(i.prediction.split()), len(i.other.split())
+            out.append(ExampleScore(1.0 if a > b else 0.0 if a < b else 0.5, detail={"words": [a, b], "model": i.model, "config": i.config}))
+        return out
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -263,6 +294,7 @@ def harness_register_engines(register):
 def harness_register_metrics(register):
     register(FakeLenMetric)
     register(FakeOverlapMetric)
+    register(FakePreferMetric)
 
 
 @hookimpl
@@ -281,6 +313,7 @@ def reset() -> None:
     FakeAdapter.train_calls = FakeAdapter.load_calls = 0
     FakeEngine.open_calls = FakeEngine.generate_calls = FakeEngine.batches = FakeEngine.generated = 0
     _CountingMetric.scored = {}
+    FakePreferMetric.scored = 0
 
 
 # --------------------------------------------------------------------------- registry files

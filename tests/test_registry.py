@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import UserError
+
 import fakes
 from harness.plugins import build_plugins
 from harness.registry import load_experiment
@@ -38,7 +40,7 @@ def test_shipped_registry_validates_with_the_real_plugins() -> None:
     assert [c.name for c in exp.configs] == ["top_k_50_num_beams_1_temp_0.8", *fakes.STUDY_CONFIGS]
     assert len(exp.configs) == 13
     for config in exp.configs[1:]:
-        changed = {k: v for k, v in config.params.items() if v != {**fakes.STUDY_DEFAULTS, "top_p": 1.0, "beam_sampling": False}[k]}
+        changed = {k: v for k, v in config.params.items() if v != {**fakes.STUDY_DEFAULTS, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0, "beam_sampling": False}[k]}
         assert len(changed) == 1, config
     assert exp.decoder == "standard"
     assert exp.metrics == ["bleu", "rouge_l", "bertscore"]
@@ -145,6 +147,24 @@ def test_identical_effective_decodings_have_equal_identity() -> None:
     d = dec.resolve({"top_k": 75, "num_beams": 4, "temperature": 1.0}, 32)
     assert c.effective() == d.effective()
     assert dec.resolve({"top_k": 10}, 32).effective() != dec.resolve({"top_k": 25}, 32).effective()
+
+
+def test_min_p_and_repetition_penalty_resolve_and_name_configs_without_touching_existing_keys() -> None:
+    from harness.pipeline.keys import decoding_key
+
+    dec = StandardDecoder({})
+    plain = dec.resolve({"top_k": 50, "num_beams": 1, "temperature": 0.8}, 32)
+    assert "min_p" not in decoding_key(plain) and "repetition_penalty" not in decoding_key(plain)  # old cache keys stay
+    tuned = dec.resolve({"temperature": 0.8, "min_p": 0.1, "repetition_penalty": 1.3}, 32)
+    assert (tuned.strategy, tuned.min_p, tuned.repetition_penalty) == ("sample", 0.1, 1.3)
+    assert dec.config_name({"temperature": 0.8, "min_p": 0.1, "repetition_penalty": 1.3}) == "top_k_50_num_beams_1_temp_0.8_min_p_0.1_rep_1.3"
+    greedy = dec.resolve({"temperature": 0.0, "min_p": 0.1, "repetition_penalty": 1.2}, 32)
+    assert greedy.strategy == "greedy" and greedy.min_p == 0.0 and "min_p" in greedy.unused and greedy.repetition_penalty == 1.2
+    assert set(dec.resolve({"temperature": 0.0}, 32).unused) == {"temperature", "top_k", "top_p"}
+    beam = dec.resolve({"num_beams": 3, "repetition_penalty": 1.1}, 32)
+    assert beam.strategy == "beam" and beam.repetition_penalty == 1.1
+    with pytest.raises(UserError, match="repetition_penalty must be > 0"):
+        dec.resolve({"repetition_penalty": 0.0}, 32)
 
 
 # --------------------------------------------------------------------------- bad input via `harness check`

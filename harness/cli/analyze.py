@@ -37,7 +37,7 @@ def analyze_cmd(results_path, fmt, output, level, seed, resamples, metrics, mode
         rows, notes, source = from_csv(results_path, list(metrics) or None, seed or 0, resamples, level)
         title = f"Metric-human agreement: {Path(results_path).name}"
     else:
-        store, _, _ = open_store(registry, store_dir)
+        store, _, _ = open_store(registry, store_dir, readonly=True)
         results = Results.load(store, models=list(models) or None, metrics=list(metrics) or None)
         rows, notes, source, title = from_results(results, seed, resamples, level)
     findings = analysis.findings(rows)

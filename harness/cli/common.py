@@ -93,17 +93,19 @@ def load(path: str):
     return load_experiment(path, found), found
 
 
-def open_store(registry: str, store_dir: str | None):
-    """The store a reading command reads: ``--store DIR``, or the experiment file's output folder (the file validated)."""
+def open_store(registry: str, store_dir: str | None, *, readonly: bool = False):
+    """The store a command works on: ``--store DIR``, or the experiment file's output folder (the file validated).
+
+    ``readonly``: the command only reads (the file is never written, not even to migrate an older store)."""
     from ..store import Store
 
     if store_dir is not None:
-        store = Store.open_existing(Path(store_dir))
+        store = Store.open_existing(Path(store_dir), readonly=readonly)
         if store is None:
             raise UserError("no results store here (harness.sqlite); pass the output folder of a run", file=store_dir, key="--store")
         return store, plugins(), None
     exp, found = load(registry)
-    store = Store.open_existing(exp.output_dir)
+    store = Store.open_existing(exp.output_dir, readonly=readonly)
     if store is None:
         raise UserError(f"no results yet in {exp.output_dir}; run `harness run --all` first", file=exp.path)
     return store, found, exp

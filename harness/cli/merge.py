@@ -33,7 +33,7 @@ def merge_cmd(others, output, registry: str, store_dir) -> None:
         target_dir = exp.output_dir
     sources = []
     for other in others:
-        src = Store.open_existing(Path(other))
+        src = Store.open_existing(Path(other), readonly=True)
         if src is None:
             raise UserError("no results store here (harness.sqlite); name the output folder of a run", file=other)
         sources.append(src)

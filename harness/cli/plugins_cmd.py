@@ -37,9 +37,10 @@ def plugins_cmd(as_json: bool) -> None:
 @handle_errors
 def check_cmd(path: str) -> None:
     """Validate an experiment file and its data without running anything; say how big the run is."""
-    from ..pipeline.runner import compute_split, plan_size
+    from ..pipeline.runner import compute_split, plan_size, preflight
 
     exp, found = load(path)
+    preflight(exp, found)
     train, test, n_records = compute_split(exp, found)
     size = plan_size(exp, len(test))
     n_ft = sum(1 for m in exp.models if m.finetune)

@@ -25,7 +25,7 @@ def report_cmd(fmt, output, baseline, seed, resamples, models, configs, metrics,
     from ..report.render import render_report
     from ..report.results import Results
 
-    store, plugins, _ = open_store(registry, store_dir)
+    store, plugins, _ = open_store(registry, store_dir, readonly=True)
     fmt = fmt or plugins.default("reporter")
     plugins.info("reporter", fmt, key="--format")
     results = Results.load(store, models=list(models) or None, configs=list(configs) or None, metrics=list(metrics) or None)

@@ -48,12 +48,13 @@ def run_stages(registry: str, stages: tuple[str, ...], models, configs, metrics,
     from ..locks import run_lock
     from ..pipeline.procs import stop_descendants
     from ..pipeline.progress import RichProgress
-    from ..pipeline.runner import CONFIRM_ABOVE, Runner, Selection, compute_split, plan_size, run_metadata
+    from ..pipeline.runner import CONFIRM_ABOVE, Runner, Selection, compute_split, plan_size, preflight, run_metadata
     from ..store import Store
 
     exp, plugins = load(registry)
     selection = Selection(list(models) or None, list(configs) or None, list(metrics) or None)
     selection.validate(exp)
+    preflight(exp, plugins, selection)
     if Store.open_existing(exp.output_dir) is None:
         _, test, _ = compute_split(exp, plugins)  # bad data or sizes fail here, before the experiment folder exists
         size = plan_size(exp, len(test), selection)

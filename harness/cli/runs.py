@@ -23,7 +23,7 @@ def runs_cmd(requirements: int | None, registry: str, store_dir) -> None:
     machine without recomputing, install the versions it recorded there:
     ``harness runs --requirements N > requirements.txt; pip install -r requirements.txt``.
     """
-    store, _, _ = open_store(registry, store_dir)
+    store, _, _ = open_store(registry, store_dir, readonly=True)
     runs = store.runs()
     if requirements is not None:
         run = next((r for r in runs if r["run_id"] == requirements), None)

@@ -35,22 +35,18 @@ from . import keys
 
 # --------------------------------------------------------------------------- plugins where a job runs
 
-_PLUGINS: Any = None
-
 
 def use_plugins(plugins: Any) -> None:
     """The plugins jobs use in this process (the driver sets its own; a worker builds them from entry points)."""
-    global _PLUGINS
-    _PLUGINS = plugins
+    from ..plugins import use_plugins as _use
+
+    _use(plugins)
 
 
 def plugins_here() -> Any:
-    global _PLUGINS
-    if _PLUGINS is None:
-        from ..plugins import build_plugins
+    from ..plugins import current_plugins
 
-        _PLUGINS = build_plugins()
-    return _PLUGINS
+    return current_plugins()
 
 
 # --------------------------------------------------------------------------- adapters

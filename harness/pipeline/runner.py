@@ -32,7 +32,7 @@ from ..api import Example, Job, Metric, ModelSpec, NullProgress, Progress, Score
 from ..errors import UserError, unknown_name
 from ..plugins import Plugins
 from ..registry import Experiment, SweepConfig
-from ..store import CellRecord, Store
+from ..store import CellRecord, Store, score_ref
 from . import jobs, keys
 
 #: `harness run` asks for --yes above this many generations (a sweep that exploded by mistake)
@@ -202,6 +202,31 @@ class Runner:
     def metric_key(self, name: str) -> str:
         return keys.metric_key(self.metric(name).identity())
 
+    def metric_against(self, name: str) -> str | None:
+        """The config whose outputs the metric compares each output with (None: it reads only references)."""
+        return compared_config(self.exp, name, self.metric(name))
+
+    def _others(self, metric: str, spec: ModelSpec) -> dict[str, str] | None:
+        """For a metric that compares outputs: example id -> the key of the generation each output is compared with
+        (the model's generation under the compared config); None for a metric that does not compare, or when those
+        generations are not all known yet (then the model's cells cannot be scored)."""
+        against = self.metric_against(metric)
+        if against is None:
+            return None
+        found = self._current_keys(spec, self.exp.config(against))
+        return dict(found) if found is not None else {}
+
+    def _score_pairs(self, metric: str, spec: ModelSpec, cell_keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]] | None:
+        """(gen key, score ref) per example of a cell (see :func:`harness.store.score_ref`); None when a compared generation is unknown."""
+        _, test = self.split()
+        refs = {e.id: e.reference_sha for e in test}
+        others = self._others(metric, spec)
+        if others is None:
+            return [(k, refs[e]) for e, k in cell_keys]
+        if any(e not in others for e, _ in cell_keys):
+            return None
+        return [(k, score_ref(refs[e], others[e])) for e, k in cell_keys]
+
     # ------------------------------------------------------------------ planning
 
     def train_job(self, spec: ModelSpec, storage: Path | None) -> jobs.TrainJob | None:
@@ -247,7 +272,11 @@ class Runner:
         )
 
     def score_jobs(self) -> list[jobs.ScoreJob]:
-        """For each metric, the cells whose generations are all stored and whose scores are not; complete cells get their record."""
+        """For each metric, the cells whose generations are all stored and whose scores are not; complete cells get their record.
+
+        A metric that compares outputs (``Metric.against``) also needs every generation of the compared config for
+        the same model: the compared text goes into each :class:`~harness.api.ScoreInput` and its key into the score's key.
+        """
         _, test = self.split()
         examples = {e.id: e for e in test}
         out = []
@@ -256,8 +285,10 @@ class Runner:
             mkey = self.metric_key(name)
             self.store.register_metric(mkey, name, metric.identity(), metric.label or name, metric.higher_is_better, type(metric).aggregation())
             cells: list[jobs.ScoreCell] = []
-            queued: set[tuple[str, str]] = set()  # (gen key, reference sha) already in a cell of this job
+            queued: set[tuple[str, str]] = set()  # (gen key, score ref) already in a cell of this job
             for spec in self.models():
+                others = self._others(name, spec)
+                other_texts = self.store.texts(sorted(set(others.values()))) if others else {}
                 for config in self.configs():
                     cell_keys = self._current_keys(spec, config)
                     if cell_keys is None:
@@ -270,14 +301,22 @@ class Runner:
                                            state.adapter.sha256 if state.adapter else None, tuple(cell_keys))
                     with self.store.transaction():
                         self.store.record_cell(self.cell_record(spec.name, config.name, record), cell_keys, self.run_id)
-                    pairs = [(k, examples[e].reference_sha) for e, k in cell_keys]
+                    pairs = self._score_pairs(name, spec, cell_keys)
+                    if pairs is None or (others is not None and any(others[e] not in other_texts for e, _ in cell_keys)):
+                        continue  # the compared config's generations are not all there yet
                     have = self.store.scores(mkey, pairs)
                     self.stats.cached_scores += sum(1 for p in pairs if p in have)
-                    missing = [(e, k) for (e, k), p in zip(cell_keys, pairs) if p not in have and p not in queued]
+                    missing = [(e, k, p) for (e, k), p in zip(cell_keys, pairs) if p not in have and p not in queued]
                     if missing:
-                        inputs = tuple((examples[e].reference_sha, ScoreInput(k, texts[k], examples[e].output, examples[e])) for e, k in missing)
-                        queued.update((k, examples[e].reference_sha) for e, k in missing)
-                        cells.append(jobs.ScoreCell(spec.name, config.name, inputs))
+                        inputs = []
+                        for e, k, (_, ref) in missing:
+                            other = others[e] if others is not None else None
+                            inputs.append((ref, ScoreInput(
+                                k, texts[k], examples[e].output, examples[e], other=other_texts.get(other) if other else None,
+                                other_key=other, model=spec.name, config=config.name,
+                            )))
+                        queued.update(p for _, _, p in missing)
+                        cells.append(jobs.ScoreCell(spec.name, config.name, tuple(inputs)))
                     elif not any(p not in have for p in pairs):
                         with self.store.transaction():
                             self._record_aggregate(name, mkey, spec.name, config.name, cell_keys)
@@ -299,16 +338,24 @@ class Runner:
         return list(cell.keys)
 
     def _record_aggregate(self, metric: str, mkey: str, model: str, config: str, cell_keys: Sequence[tuple[str, str]]) -> bool:
-        """Record the cell's aggregate when every example has its score (inside the caller's transaction). True if recorded."""
-        _, test = self.split()
-        refs = {e.id: e.reference_sha for e in test}
-        pairs = [(k, refs[e]) for e, k in cell_keys]
+        """Record the cell's aggregate when every example has its score (inside the caller's transaction). True if recorded.
+
+        Missing scores (an example that could not be scored) are counted, not averaged in: ``n`` counts the scored ones.
+        """
+        pairs = self._score_pairs(metric, self.exp.model(model), cell_keys)
+        if pairs is None:
+            return False
         have = self.store.scores(mkey, pairs)
         if len(have) < len(set(pairs)):
             return False
         ordered = [have[p] for p in pairs]
         value = self.metric(metric).aggregate(ordered)
-        self.store.record_cell_metric(model, config, metric, mkey, self.split_key, float(value), len(ordered), self.run_id)
+        missing = sum(1 for s in ordered if s.missing)
+        value = None if value != value else float(value)
+        self.store.record_cell_metric(
+            model, config, metric, mkey, self.split_key, value, len(ordered) - missing, self.run_id,
+            against=self.metric_against(metric), missing=missing,
+        )
         self.store.clear_failure(f"score/{model}/{config}/{metric}")
         return True
 
@@ -487,6 +534,41 @@ class _Sink:
             stats[job.kind] = stats.get(job.kind, 0.0) + time.perf_counter() - started
 
 
+def preflight(exp: Experiment, plugins: Plugins, selection: Selection | None = None) -> None:
+    """What must hold before a run, beyond the registry's validation: the engine can decode every config as asked
+    (``Engine.unsupported``), reaches every model (``Engine.check``), and every metric is ready (``Metric.check``,
+    the config it compares with exists). Raises one UserError; builds no model."""
+    sel = selection or Selection()
+    engine = plugins.create("engine", exp.engine, exp.engine_settings)
+    for config in exp.configs:
+        if sel.configs is not None and config.name not in sel.configs:
+            continue
+        why = engine.unsupported(config.decoding)
+        if why:
+            raise UserError(f"the engine '{exp.engine}' cannot decode this config: {why}", file=exp.path, key=f"sweep ({config.name})")
+    for spec in exp.models:
+        if sel.models is None or spec.name in sel.models:
+            engine.check(spec)
+    for name in exp.metrics:
+        if sel.metrics is None or name in sel.metrics:
+            metric = plugins.create("metric", name, exp.metric_settings[name])
+            metric.check()
+            compared_config(exp, name, metric)
+
+
+def compared_config(exp: Experiment, name: str, metric: Metric) -> str | None:
+    """The config whose outputs ``metric`` compares each output with: its ``against()`` resolved (None: it reads only references)."""
+    want = metric.against()
+    if want is None:
+        return None
+    if want == "baseline":
+        return exp.baseline()
+    try:
+        return exp.config(want).name
+    except UserError as exc:
+        raise UserError(f"compares with {exc.message}", file=exp.path, key=f"metrics.{name}") from None
+
+
 def split_identity(exp: Experiment, plugins: Plugins) -> tuple[str, dict[str, Any]]:
     """The split's cache key and description: dataset fingerprint, sizes and seed."""
     ds = exp.dataset
@@ -527,4 +609,4 @@ def _ensure(p: Path) -> Path:
     return p
 
 
-__all__ = ["Runner", "Selection", "RunStats", "PlanSize", "plan_size", "split_identity", "compute_split", "run_metadata", "CONFIRM_ABOVE", "STAGES"]
+__all__ = ["Runner", "preflight", "Selection", "RunStats", "PlanSize", "plan_size", "split_identity", "compute_split", "run_metadata", "CONFIRM_ABOVE", "STAGES"]

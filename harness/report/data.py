@@ -42,6 +42,7 @@ from . import analysis
 from . import stats as st
 from ..api import ExampleScore
 from ..errors import UserError, unknown_name
+from ..registry import config_with_defaults
 from .pairwise import PairOutcome
 from .results import Results
 
@@ -324,9 +325,9 @@ def choose_baseline(
     if not names:
         return {"config": None, "how": "none", "reason": "no configs"}
     if defaults:
-        for name, params in configs:
-            if all(k in params and params[k] == v for k, v in defaults.items()):
-                return {"config": name, "how": "defaults", "reason": "its parameters are the sweep's defaults"}
+        found = config_with_defaults(configs, defaults)
+        if found is not None:
+            return {"config": found, "how": "defaults", "reason": "its parameters are the sweep's defaults"}
         swept = [k for k in defaults if len({repr(p.get(k)) for _, p in configs}) > 1]
         shown = ", ".join(f"{k}={defaults[k]}" for k in (swept or list(defaults)))
         return {
@@ -753,9 +754,11 @@ def aggregations(results: Results, plugins: Any) -> dict[str, Aggregation]:
 
 
 def _rows(results: Results) -> list[dict[str, Any]]:
+    """One row per recorded value; examples that could not be scored (NaN) are left out of every statistic (``n_missing`` counts them)."""
     return [
         {"model": v.model, "config": v.config, "metric": v.metric, "value": v.value, "n": v.n, "complete": v.complete,
-         "error": v.error, "metric_key": v.metric_key, "examples": list(v.examples)}
+         "error": v.error, "metric_key": v.metric_key, "examples": [(e, s) for e, s in v.examples if not s.missing],
+         "n_missing": v.n_missing, "against": v.against}
         for v in results.values
     ]
 

@@ -33,7 +33,8 @@ def render_report(
     rows = []
     for v in results.values:
         c = stats_of.get((v.model, v.config, v.metric))
-        rows.append(ReportRow(v.model, v.config, v.metric, v.value, v.n, ci_low=c.ci_low if c else None, ci_high=c.ci_high if c else None, error=v.error, note=v.missing))
+        rows.append(ReportRow(v.model, v.config, v.metric, v.value, v.n, ci_low=c.ci_low if c else None, ci_high=c.ci_high if c else None, error=v.error, note=v.missing,
+                              missing=v.n_missing, against=v.against))
     context: dict[str, Any] = {
         "experiment": results.experiment.name,
         "metrics": data.metrics,

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..api import ExampleScore
 from ..errors import UserError
-from ..store import Store
+from ..store import Store, score_ref
 from .pairwise import PairOutcome
 
 HUMAN = "human"
@@ -80,6 +80,10 @@ class CellResult:
     error: str | None = None  # the cell failed
     metric_key: str | None = None
     missing: str | None = None  # why there is no value, when nothing failed
+    #: the config each output was compared with (a metric that compares outputs, e.g. a pairwise judge)
+    against: str | None = None
+    #: examples that could not be scored (their scores are NaN in ``examples``, not counted in ``n``)
+    n_missing: int = 0
 
     @property
     def complete(self) -> bool:
@@ -209,7 +213,8 @@ class Results:
                     incomplete = f"generation incomplete: {len(have)} of {len(keys)} examples generated; run again to continue"
                 for name in chosen_metrics:
                     rec = store.db.execute(
-                        "SELECT metric_key, split_key, value, n FROM cell_metrics WHERE model=? AND config=? AND metric=?", (model, config.name, name)
+                        "SELECT metric_key, split_key, value, n, against, missing FROM cell_metrics WHERE model=? AND config=? AND metric=?",
+                        (model, config.name, name),
                     ).fetchone()
                     score_error = fail_of.get(f"score/{model}/{config.name}/{name}")
                     if rec is None:
@@ -217,14 +222,24 @@ class Results:
                         why = None if error else (incomplete or "not scored yet: run `harness run --all` (or `harness score`)")
                         values.append(CellResult(model, config.name, name, None, 0, error=error, missing=why))
                         continue
-                    mkey, msplit, value, n = rec
+                    mkey, msplit, value, n, against, n_missing = rec
                     latest_key.setdefault(name, mkey)
                     refs = examples_of_split.setdefault(msplit, store.test_examples(msplit))
-                    pairs = [(k, refs[e].reference_sha) for e, k in keys if e in refs]
-                    got = store.scores(mkey, pairs)
-                    per = tuple((e, got[(k, refs[e].reference_sha)]) for e, k in keys if e in refs and (k, refs[e].reference_sha) in got)
-                    undefined = None if value is not None else "the metric's aggregate is undefined for these examples"
-                    values.append(CellResult(model, config.name, name, None if value is None else float(value), int(n), per, score_error, mkey, undefined))
+                    others = dict(store.cell_keys(model, against)) if against else None
+                    ref_of = {
+                        e: score_ref(refs[e].reference_sha, others.get(e) if others is not None else None)
+                        for e, _ in keys
+                        if e in refs and (others is None or e in others)
+                    }
+                    got = store.scores(mkey, [(k, ref_of[e]) for e, k in keys if e in ref_of])
+                    per = tuple((e, got[(k, ref_of[e])]) for e, k in keys if e in ref_of and (k, ref_of[e]) in got)
+                    undefined = None if value is not None else (
+                        f"no example could be scored ({n_missing} missing)" if n_missing and not n else "the metric's aggregate is undefined for these examples"
+                    )
+                    values.append(CellResult(
+                        model, config.name, name, None if value is None else float(value), int(n), per, score_error, mkey, undefined,
+                        against, int(n_missing or 0),
+                    ))
         # the human column: every rating of a generation counts for every cell that produced it
         ratings: list[HumanRating] = []
         per_cell: dict[tuple[str, str], dict[str, list[tuple[float, str]]]] = {}

@@ -535,6 +535,8 @@ class JsonReporter(Reporter):
             info = _info(context, r.model, r.config, r.metric) or {}
             for f in _STAT_FIELDS:
                 d[f] = info.get(f)
+            d["n_missing"] = r.missing
+            d["against"] = r.against
             if "provenance" in context and r.metric in context["provenance"]:
                 d["metric_identity"] = context["provenance"][r.metric]
             items.append(d)
