@@ -65,7 +65,7 @@ def _inline_module(name: str, **attrs):
 def test_extra_registers_every_kind_directly(fake_plugins) -> None:
     assert fake_plugins.names("model") == ["fake-model"]
     assert fake_plugins.names("engine") == ["fake-engine"]
-    assert fake_plugins.names("metric") == ["fake-len", "fake-overlap"]
+    assert fake_plugins.names("metric") == ["fake-len", "fake-overlap", "fake-prefer"]
     assert "fake-data" in fake_plugins.names("dataset")
     assert fake_plugins.names("decoder") == ["standard"]
     assert fake_plugins.names("reporter") == ["csv", "json", "markdown", "table"]
