@@ -385,3 +385,21 @@ def test_without_statsmodels_the_report_says_so(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_statsmodels)
     fit = length_controlled([1, 0, 1, 1, 0, 1], [3, -2, 5, 1, -4, 2])
     assert fit["lc"] is None and "statsmodels is not installed" in fit["note"]
+
+
+def test_the_gpu_example_with_judges_validates_and_its_judges_are_set_up():
+    from harness.registry import load_experiment
+    from test_study_registry import ROOT, project_plugins
+
+    plugins = project_plugins()
+    exp = load_experiment(ROOT / "registries" / "judges-gpu.toml", plugins)
+    assert exp.metrics == ["bleu", "rouge_l", "judge-pairwise", "judge"]
+    pair, grade = exp.metric_settings["judge-pairwise"], exp.metric_settings["judge"]
+    assert pair["engine"] == grade["engine"] == "vllm" and pair["order"] == "both" and grade["reference"] is True
+    use_plugins(plugins)
+    try:
+        judge = plugins.create("metric", "judge-pairwise", pair)
+        assert judge.against() == "baseline" and judge.decoding().max_new_tokens == 1
+        assert plugins.create("metric", "judge", grade).decoding().max_new_tokens == 2  # 1-10: "10" needs a second token
+    finally:
+        use_plugins(None)
