@@ -108,6 +108,10 @@ class VllmEngine(Engine):
         ),
         "enforce_eager": Option(bool, default=False, help="no CUDA graphs / torch.compile: faster start, slower decoding"),
         "seed": Option(int, default=0, minimum=0, help="vLLM's global seed (sampling uses each request's own seed)"),
+        "load_format": Option(
+            str, default="auto", choices=("auto", "dummy"),
+            help="dummy: random weights at the checkpoint's shape (speed benchmarks only: the text is noise, and it is not in the cache key)",
+        ),
         "block_size": Option(
             int, default=None, nullable=True, minimum=1,
             help=f"tokens per KV-cache block (prefix caching reuses whole blocks); default {CPU_BLOCK_SIZE} on CPU, vLLM's own on a GPU",
@@ -184,6 +188,8 @@ class VllmEngine(Engine):
             "enable_prefix_caching": True,
             "trust_remote_code": bool(spec.options.get("trust_remote_code", False)),
         }
+        if self.settings.get("load_format", "auto") != "auto":
+            kwargs["load_format"] = self.settings["load_format"]
         block_size = self.settings["block_size"] or (None if self.cuda() else CPU_BLOCK_SIZE)
         if block_size:
             kwargs["block_size"] = int(block_size)
