@@ -59,7 +59,7 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'system' %}<s>[SYS] {{ m['content'] }}\n{% elif m['role'] == 'user' %}[USER] {{ m['content'] }}\n"
     "{% else %}[ASSISTANT] {{ m['content'] }}</s>\n{% endif %}{% endfor %}{% if add_generation_prompt %}[ASSISTANT] {% endif %}"
 )
-TOY = dict(cls="LlamaConfig", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+TOY = dict(cls="LlamaConfig", hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
            max_position_embeddings=2048, vocab_size=4096, rms_norm_eps=1e-5)
 
 
@@ -154,7 +154,14 @@ def run(model_dir: Path, out: Path | None, n_pairs: int, prompt: int, new: int, 
     from harness_judges.judge import PairwiseJudge
 
     words = json.loads((model_dir / "words.json").read_text())
-    plugins = build_plugins(extra=[sys.modules[__name__]])
+    import harness_engines.transformers_engine
+    import harness_engines.vllm_engine
+    import harness_judges.judge
+    import harness_models.peft_lora
+
+    # the plugins it needs, registered directly: the GPU image runs this checkout without installing it
+    plugins = build_plugins(entry_points=False, extra=[sys.modules[__name__], harness_engines.transformers_engine, harness_engines.vllm_engine,
+                                   harness_models.peft_lora, harness_judges.judge])
     use_plugins(plugins)
     device = "cuda" if torch.cuda.is_available() and not smoke else "cpu"
     report: dict[str, Any] = {
