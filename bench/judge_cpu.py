@@ -170,6 +170,9 @@ def render(r: dict) -> str:
             "| judge's way of asking | pairs | judge calls (both orders) | judging s | pairwise judgments/s | calls/s | verdicts from log-probabilities | missing |",
             "|---|---|---|---|---|---|---|---|",
             f"| {x['path']} | {x['scored']} ({x['identical']} identical: not asked) | {x['calls']} | {x['score_s']} | {x['judgments_s']} | {x['calls_s']} | {x['from_logprobs']} | {x['missing']} |",
+            "", f"Per call the judge took {x['score_s'] / x['calls']:.1f} s, against {r['generate_s'] / 40:.1f} s per generated output (24 new tokens, "
+            f"batches of the default's size) measured minutes before on the same machine: judging a pair in both orders costs about "
+            f"{2 * (x['score_s'] / x['calls']) / (r['generate_s'] / 40):.1f}x generating one output. On a quiet machine both are many times faster; the ratio carries over better than the seconds.",
             "", f"The whole default sweep judges {x['sweep_pairs']} pairs (2 models x 12 configs x 20 examples; the baseline against itself is not asked), "
             f"{2 * x['sweep_pairs']} calls in both orders: about {x['sweep_estimate_s']} s at this rate (fewer where outputs are identical, e.g. greedy vs beams).",
         ])
