@@ -238,7 +238,7 @@ def test_identity_holds_what_changes_a_verdict_and_never_the_key(judge_plugins, 
     j.base_dir = tmp_path
     changed["template"] = j.identity() != base
     assert all(changed.values()), changed
-    assert base["judge"]["parser"] == verdicts.PARSER_VERSION and base["judge"]["model_identity"] == {"base_model": "fake/base-a"}
+    assert base["llm_judge"]["parser"] == verdicts.PARSER_VERSION and base["llm_judge"]["model_identity"] == {"base_model": "fake/base-a"}
 
 
 # --------------------------------------------------------------------------- a run
@@ -258,7 +258,7 @@ def test_a_run_reports_win_rates_against_the_baseline_and_rejudges_only_what_cha
         wins = [1.0 if len(mine[e]) > len(base[e]) else 0.0 if len(mine[e]) < len(base[e]) else 0.5 for e in mine]
         assert (row["value"] > 0.5) == (sum(wins) / len(wins) > 0.5) or sum(wins) / len(wins) == 0.5
         assert "judge" in row and row["judge"]["sources"] == {"logprobs": 8 - row["judge"]["identical"]} or row["judge"]["identical"] == 8
-        assert row["metric_identity"]["judge"]["order"] == "both"
+        assert row["metric_identity"]["llm_judge"]["order"] == "both"
     assert got[BASE]["value"] == 0.5  # the baseline against itself: identical outputs, ties
     calls = len(ScriptedEngine.calls)
     assert calls > 0

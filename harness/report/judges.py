@@ -1,7 +1,7 @@
 """What a report says about LLM judges: their reliability, their length bias, self-preference, what they said,
 and how often they agree with the humans' preferences.
 
-A judge is any metric whose recorded identity has a ``judge`` mapping (the built-in ``judge`` and
+A judge is any metric whose recorded identity has an ``llm_judge`` mapping (the built-in ``judge`` and
 ``judge-pairwise`` plugins write one; the reading side names no plugin). Everything here is computed from what
 the run recorded — the per-example ``detail`` of each score (the verdicts, their source, the order, the outputs'
 lengths) and the cells' model identities — never by running a judge.
@@ -49,7 +49,7 @@ def judge_metrics(results: Results) -> dict[str, dict[str, Any]]:
     """Metric name -> the judge part of its recorded identity, for every judge in ``results``."""
     out = {}
     for m in results.metrics:
-        judge = (m.identity or {}).get("judge")
+        judge = (m.identity or {}).get("llm_judge")
         if isinstance(judge, Mapping):
             out[m.name] = dict(judge)
     return out

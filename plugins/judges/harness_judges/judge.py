@@ -178,7 +178,7 @@ class _Judge(Metric):
             "parser": verdicts.PARSER_VERSION,
             **self.policy(),
         }
-        return {"name": self.name, "version": self.version, "judge": judge}
+        return {"name": self.name, "version": self.version, "llm_judge": judge}
 
     def check(self) -> None:
         self.prompt()
