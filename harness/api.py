@@ -501,6 +501,10 @@ class Metric(Plugin):
     kind = "metric"
     higher_is_better: ClassVar[bool] = True
     label: ClassVar[str] = ""  # column title in reports, defaults to name
+    #: the experiment file's folder, set by the core before ``check`` and ``score``: relative paths in the
+    #: settings (an ``Option(Path)``, a model given as a local folder) resolve against it. Never part of
+    #: ``identity`` (cache keys stay portable when the folder moves).
+    base_dir: Path = Path(".")
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "settings": self.settings}

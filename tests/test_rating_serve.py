@@ -78,7 +78,8 @@ def test_pairwise_sheet_round_trip_gives_win_rates_a_ranking_and_a_pairwise_anal
     analysis = cli("analyze", "--format", "json", "--level", "pairwise", "-r", fake_registry)
     assert analysis.exit_code == 0, analysis.output
     found = json.loads(analysis.stdout)
-    assert found and {r["level"] for r in found} == {"pairwise"}
+    assert found and {r["level"] for r in found} == {"pairwise", "preference"}  # preference: each metric's agreement with the annotators'
+    assert {r["metric"] for r in found if r["level"] == "preference"} == {"fake-len", "fake-overlap"}
 
 
 def test_a_single_sheet_rated_with_pair_verdicts_is_refused(cli, fake_registry) -> None:

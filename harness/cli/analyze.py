@@ -41,11 +41,18 @@ def analyze_cmd(results_path, fmt, output, level, seed, resamples, metrics, mode
         results = Results.load(store, models=list(models) or None, metrics=list(metrics) or None)
         rows, notes, source, title = from_results(results, seed, resamples, level)
     findings = analysis.findings(rows)
+    preferences = []
     if results_path is None and results.pairs:
+        from ..report import judges
         from ..report.data import _rows, pairwise_items, sign_agreement
 
         findings += sign_agreement(pairwise_items(_rows(results), results.metric_names, results.pairs), results.metric_names)
-    text = render(rows, findings, notes, fmt, title=title, source=source)
+        if level in ("both", "pairwise"):
+            # every metric's (and LLM judge's) preference against the annotators': agreement with and without ties, Cohen's kappa
+            items = judges.preference_items(results, _rows(results), results.metric_names)
+            preferences = judges.preference_agreement(items, results.metric_names, seed=source["seed"], n_resamples=resamples)
+            findings += judges.preference_findings(preferences)
+    text = render(rows, findings, notes, fmt, title=title, source=source, preferences=preferences)
     if output:
         write_atomic(Path(output), text)
         err.print(f"wrote {output}")

@@ -264,7 +264,8 @@ class GenerateJob:
                 if note is not None:
                     note(f"{self.spec.name} · {config.name}")
                 requests = [
-                    GenRequest(k, data.render_prompt(e, self.spec.template, tok), config.decoding, keys.example_seed(self.sweep_seed, e.id))
+                    GenRequest(k, data.render_prompt(e, self.spec.template, tok), config.decoding, keys.example_seed(self.sweep_seed, e.id),
+                               messages=data.prompt_messages(e, self.spec.template))
                     for e, k in missing
                 ]
                 example_of = {k: e.id for e, k in missing}
@@ -309,6 +310,8 @@ class ScoreJob:
     cells: tuple[ScoreCell, ...]
     kind: str = "score"
     needs: tuple[str, ...] = ()
+    #: the experiment file's folder (``Metric.base_dir``)
+    base_dir: str = "."
 
     @property
     def label(self) -> str:
@@ -318,6 +321,7 @@ class ScoreJob:
         import traceback as tb
 
         metric = plugins_here().create("metric", self.metric, self.settings)
+        metric.base_dir = Path(self.base_dir)
         try:
             for cell in self.cells:
                 note = getattr(progress, "note", None)

@@ -197,6 +197,7 @@ class Runner:
     def metric(self, name: str) -> Metric:
         if name not in self._metrics:
             self._metrics[name] = self.plugins.create("metric", name, self.exp.metric_settings[name])
+            self._metrics[name].base_dir = self.exp.base_dir
         return self._metrics[name]
 
     def metric_key(self, name: str) -> str:
@@ -321,7 +322,7 @@ class Runner:
                         with self.store.transaction():
                             self._record_aggregate(name, mkey, spec.name, config.name, cell_keys)
             if cells:
-                out.append(jobs.ScoreJob(f"score/{name}", name, dict(self.exp.metric_settings[name]), mkey, tuple(cells)))
+                out.append(jobs.ScoreJob(f"score/{name}", name, dict(self.exp.metric_settings[name]), mkey, tuple(cells), base_dir=str(self.exp.base_dir)))
         return out
 
     def _current_keys(self, spec: ModelSpec, config: SweepConfig) -> list[tuple[str, str]] | None:
@@ -540,18 +541,20 @@ def preflight(exp: Experiment, plugins: Plugins, selection: Selection | None = N
     the config it compares with exists). Raises one UserError; builds no model."""
     sel = selection or Selection()
     engine = plugins.create("engine", exp.engine, exp.engine_settings)
+    # models first: an engine learns there what its servers can do (``unsupported`` may depend on it)
+    for spec in exp.models:
+        if sel.models is None or spec.name in sel.models:
+            engine.check(spec)
     for config in exp.configs:
         if sel.configs is not None and config.name not in sel.configs:
             continue
         why = engine.unsupported(config.decoding)
         if why:
             raise UserError(f"the engine '{exp.engine}' cannot decode this config: {why}", file=exp.path, key=f"sweep ({config.name})")
-    for spec in exp.models:
-        if sel.models is None or spec.name in sel.models:
-            engine.check(spec)
     for name in exp.metrics:
         if sel.metrics is None or name in sel.metrics:
             metric = plugins.create("metric", name, exp.metric_settings[name])
+            metric.base_dir = exp.base_dir
             metric.check()
             compared_config(exp, name, metric)
 

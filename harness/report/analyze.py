@@ -123,10 +123,28 @@ def _tables(rows, layout: str):
     return out
 
 
-def render(rows, findings: list[str], notes: list[str], fmt: str, *, title: str, source: dict[str, Any]) -> str:
-    """The correlation table and findings as ``table``, ``json`` or ``markdown``."""
+def _preference_body(preferences) -> list[list[str]]:
+    """Rows of the preference-agreement table (metric or judge vs the annotators' pairwise preferences)."""
+    def ci(v: float, lo: float, hi: float) -> str:
+        if math.isnan(v):
+            return "—"
+        return f"{v:.3f}" if math.isnan(lo) else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    return [[p.scope, p.metric, str(p.n), ci(p.agreement, p.agreement_ci_low, p.agreement_ci_high),
+             f"{ci(p.agreement_no_ties, p.agreement_no_ties_ci_low, p.agreement_no_ties_ci_high)} (n={p.n_no_ties})",
+             ci(p.kappa, p.kappa_ci_low, p.kappa_ci_high)] for p in preferences]
+
+
+PREFERENCE_HEADER = ["Scope", "Metric", "pairs", "agreement [95% CI]", "without ties [95% CI]", "Cohen's κ [95% CI]"]
+PREFERENCE_TITLE = "Preferences: each metric's (or judge's) preference on the pairs the annotators judged, against theirs"
+
+
+def render(rows, findings: list[str], notes: list[str], fmt: str, *, title: str, source: dict[str, Any], preferences=()) -> str:
+    """The correlation table and findings as ``table``, ``json`` or ``markdown`` (``preferences``: agreement with pairwise ratings)."""
     if fmt == "json":
-        return json.dumps([{k: _clean(v) for k, v in r.as_dict().items()} for r in rows], indent=2) + "\n"
+        items = [{k: _clean(v) for k, v in r.as_dict().items()} for r in rows]
+        items += [{k: _clean(v) for k, v in p.as_dict().items()} for p in preferences]
+        return json.dumps(items, indent=2) + "\n"
     method = (
         f"95% percentile bootstrap intervals, {source['resamples']} resamples, seed {source['seed']}: "
         "system level resamples (model, config) rows within the scope; example level resamples examples "
@@ -138,6 +156,9 @@ def render(rows, findings: list[str], notes: list[str], fmt: str, *, title: str,
         out.append("|---" * len(HEADER) + "|")
         out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in _body(rows)]
         out += ["", method, ""]
+        if preferences:
+            out += [f"## {PREFERENCE_TITLE}", "", "| " + " | ".join(PREFERENCE_HEADER) + " |", "|---" * len(PREFERENCE_HEADER) + "|"]
+            out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in _preference_body(preferences)] + [""]
         if notes:
             out += [f"- {n}" for n in notes] + [""]
         out += ["## Findings", ""] + [f"- {f}" for f in findings] + [""]
@@ -159,6 +180,15 @@ def render(rows, findings: list[str], notes: list[str], fmt: str, *, title: str,
     console.print(title, style="bold", highlight=False, markup=False)
     for table in _tables(rows, layout):
         console.print(table)
+    if preferences:
+        from rich.table import Table
+
+        pt = Table(title=PREFERENCE_TITLE, title_justify="left")
+        for i, h in enumerate(PREFERENCE_HEADER):
+            pt.add_column(h, justify="left" if i < 2 else "right")
+        for row in _preference_body(preferences):
+            pt.add_row(*row)
+        console.print(pt)
     if layout.startswith("pm"):
         wider = min(needed["interval"], needed["interval-below"])
         method = f"±: half the width of the 95% interval [lo, hi] (shown in full from {wider} columns on, and by --format markdown or json). " + method

@@ -45,6 +45,11 @@ def render_report(
     }
     if width is not None:
         context["width"] = width
+    from . import judges
+
+    found = judges.summary(results, seed=results.experiment.seed if seed is None else seed)
+    if found:  # LLM judges: reliability, length control, self-preference, what they said
+        context["judges"] = {**found, "lines": judges.summary_lines({"judges": found})}
     if reporter_cls.figures == "embedded" or (reporter_cls.figures == "files" and output):
         from . import plots
 

@@ -125,6 +125,22 @@ def test_greedy_text_matches_the_transformers_engine(vllm_base, hf_base, prompts
     assert any(r.text for r in got.values())
 
 
+def test_logprobs_are_the_raw_distribution_like_the_transformers_engine(vllm_base, hf_base, prompts):
+    """SamplingParams(logprobs=N): per generated token the chosen token's and the top N log-probabilities, the model's own
+    distribution (vLLM's raw_logprobs), as the transformers engine reports them (float32 on the same checkpoint)."""
+    requests = [GenRequest(f"l{i}", p, GREEDY, i, logprobs=5) for i, p in enumerate(prompts[:2])]
+    got, want = _run(vllm_base, requests), _run(hf_base, requests)
+    for r in requests:
+        g, w = got[r.key], want[r.key]
+        assert g.text == w.text and g.logprobs is not None and len(g.logprobs) == g.new_tokens == len(w.logprobs)
+        for a, b in zip(g.logprobs[:4], w.logprobs[:4]):
+            assert len(a.top) == 5 and a.top[0][0] == a.token  # greedy: the chosen token is the most likely
+            assert a.token == b.token and a.logprob == pytest.approx(b.logprob, abs=2e-3)
+            assert [lp for _, lp in a.top] == pytest.approx([lp for _, lp in b.top], abs=2e-3)
+    plain = _run(vllm_base, _greedy(prompts[:1]))
+    assert all(r.logprobs is None for r in plain.values())
+
+
 def test_results_come_in_batches_of_batch_size_with_per_example_seconds(vllm_base, prompts):
     batches = list(vllm_base.generate(_greedy(prompts), NullProgress()))
     assert [len(b) for b in batches] == [4, 2]  # batch_size 4, 6 prompts

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import hookimpl
-from harness.api import Decoding, Engine, GenRequest, GenResult, ModelAdapter, ModelSpec, Option, Progress
+from harness.api import Decoding, Engine, GenRequest, GenResult, ModelAdapter, ModelSpec, Option, Progress, TokenLogprob
 from harness.errors import MissingDependency, UserError
 
 from .eos import unique_token_ids
@@ -108,6 +108,10 @@ class VllmEngine(Engine):
         ),
         "enforce_eager": Option(bool, default=False, help="no CUDA graphs / torch.compile: faster start, slower decoding"),
         "seed": Option(int, default=0, minimum=0, help="vLLM's global seed (sampling uses each request's own seed)"),
+        "load_format": Option(
+            str, default="auto", choices=("auto", "dummy"),
+            help="dummy: random weights at the checkpoint's shape (speed benchmarks only: the text is noise, and it is not in the cache key)",
+        ),
         "block_size": Option(
             int, default=None, nullable=True, minimum=1,
             help=f"tokens per KV-cache block (prefix caching reuses whole blocks); default {CPU_BLOCK_SIZE} on CPU, vLLM's own on a GPU",
@@ -184,6 +188,8 @@ class VllmEngine(Engine):
             "enable_prefix_caching": True,
             "trust_remote_code": bool(spec.options.get("trust_remote_code", False)),
         }
+        if self.settings.get("load_format", "auto") != "auto":
+            kwargs["load_format"] = self.settings["load_format"]
         block_size = self.settings["block_size"] or (None if self.cuda() else CPU_BLOCK_SIZE)
         if block_size:
             kwargs["block_size"] = int(block_size)
@@ -302,6 +308,8 @@ class VllmSession:
             "skip_special_tokens": True,
             "detokenize": True,
         }
+        if req.logprobs > 0:  # vLLM's default logprobs are the raw model's (before temperature and filters), as TokenLogprob says
+            common["logprobs"] = int(req.logprobs)
         if d.strategy == "greedy":
             return SamplingParams(temperature=0.0, **common)
         return SamplingParams(temperature=d.temperature, top_k=max(0, d.top_k), top_p=d.top_p, seed=int(req.seed), **common)
@@ -310,7 +318,8 @@ class VllmSession:
         completion = out.outputs[0]
         new = list(completion.token_ids)
         finish = "eos" if completion.finish_reason == "stop" else "length"
-        return GenResult(req.key, completion.text.strip(), len(out.prompt_token_ids or []), len(new), round(seconds, 4), finish)
+        logprobs = token_logprobs(new, completion.logprobs, req.logprobs, self.tok) if req.logprobs > 0 else None
+        return GenResult(req.key, completion.text.strip(), len(out.prompt_token_ids or []), len(new), round(seconds, 4), finish, logprobs)
 
     def _beam(self, requests: Sequence[GenRequest], prompts: dict[str, list[int]]) -> Iterator[list[GenResult]]:
         """Beam search through ``LLM.beam_search``, ``batch_size`` prompts (of one config) per call."""
@@ -378,6 +387,27 @@ def check_decoding(d: Decoding) -> None:
         raise UserError("vLLM's beam search has no repetition_penalty; use [engine] name = 'transformers'", key="engine.name")
     if d.strategy == "beam" and d.early_stopping:
         raise UserError("vLLM's beam search has no early_stopping; use [engine] name = 'transformers'", key="engine.name")
+
+
+def token_logprobs(token_ids: Sequence[int], positions: Any, top_n: int, tokenizer: Any) -> tuple[TokenLogprob, ...] | None:
+    """vLLM's per-position ``{token id: Logprob(logprob, rank, decoded_token)}`` as :class:`TokenLogprob` values
+    (the chosen token and the ``top_n`` most likely, most likely first); None when vLLM returned none."""
+    if positions is None:
+        return None
+    out = []
+    for token_id, entries in zip(token_ids, positions):
+        def text(tid: int, lp: Any) -> str:
+            decoded = getattr(lp, "decoded_token", None)
+            return decoded if decoded is not None else tokenizer.decode([tid])
+
+        ranked = sorted(entries.items(), key=lambda kv: -kv[1].logprob)[:top_n]
+        chosen = entries.get(token_id)
+        out.append(TokenLogprob(
+            text(token_id, chosen) if chosen is not None else tokenizer.decode([token_id]),
+            float(chosen.logprob) if chosen is not None else float("-inf"),
+            tuple((text(t, lp), float(lp.logprob)) for t, lp in ranked),
+        ))
+    return tuple(out)
 
 
 def lora_rank(adapter_dir: Path) -> int:

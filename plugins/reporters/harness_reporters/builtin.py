@@ -87,6 +87,15 @@ def _info(context: dict[str, Any], model: str, config: str, metric: str) -> dict
     return (context.get("cells") or {}).get(model, {}).get(config, {}).get(metric)
 
 
+def _judge_cell(context: dict[str, Any], model: str, config: str, metric: str) -> dict[str, Any] | None:
+    return (((context.get("judges") or {}).get("cells") or {}).get(model) or {}).get(config, {}).get(metric)
+
+
+def judge_lines(context: dict[str, Any]) -> list[str]:
+    """What the report says about its LLM judges (computed by ``harness report``), one sentence a line."""
+    return list((context.get("judges") or {}).get("lines") or [])
+
+
 def _baseline_config(context: dict[str, Any]) -> str | None:
     return (context.get("baseline") or {}).get("config")
 
@@ -405,6 +414,8 @@ class TableReporter(Reporter):
                 console.print(line, style="dim", markup=False, highlight=False)
         for line in agreement_lines(context):
             console.print(line, markup=False, highlight=False)
+        for line in judge_lines(context):
+            console.print(line, markup=False, highlight=False)
         header, body = pairwise_table(context, labels)
         if body:
             pt = Table(title="Pairwise preferences (human)", title_justify="left")
@@ -450,6 +461,8 @@ class MarkdownReporter(Reporter):
             out += _md_section("Pairwise preferences (human)", *pairwise_table(context), empty="")
             out += [f"- {_md(line)}" for line in ranking_lines(context)]
             out += ["", _md((context.get("pairwise") or {}).get("method", "")), ""]
+        if judge_lines(context):
+            out += ["## LLM judges", ""] + [f"- {_md(line)}" for line in judge_lines(context)] + [""]
         if "agreement" in context:
             out += ["## Inter-annotator agreement", ""]
             lines = agreement_lines(context)
@@ -539,6 +552,9 @@ class JsonReporter(Reporter):
             d["against"] = r.against
             if "provenance" in context and r.metric in context["provenance"]:
                 d["metric_identity"] = context["provenance"][r.metric]
+            judge = _judge_cell(context, r.model, r.config, r.metric)
+            if judge is not None:  # an LLM judge: consistency, position bias, missing reasons, length-controlled win rate
+                d["judge"] = judge
             items.append(d)
         return json.dumps(items, indent=2) + "\n"
 

@@ -23,9 +23,11 @@ from typing import Any
 from harness import hookimpl
 from harness.api import Reporter, ReportRow
 
-from .builtin import SIGNIFICANT, _columns, _grid, _info, agreement_lines, comparison_table, correlation_table, legend_lines, pairwise_table, ranking_lines
+from .builtin import (
+    SIGNIFICANT, _columns, _grid, _info, agreement_lines, comparison_table, correlation_table, judge_lines, legend_lines, pairwise_table, ranking_lines,
+)
 
-SECTIONS = ("results", "comparisons", "pairwise", "agreement", "correlations", "findings", "plots", "provenance")
+SECTIONS = ("results", "comparisons", "pairwise", "judges", "agreement", "correlations", "findings", "plots", "provenance")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:80rem;padding:0 1rem;color:#1b1f24;line-height:1.45}
@@ -105,6 +107,7 @@ class HtmlReporter(Reporter):
             self._results(rows, context),
             self._comparisons(context),
             self._pairwise(context),
+            self._judges(context),
             self._agreement(context),
             self._correlations(context),
             self._findings(context),
@@ -192,6 +195,39 @@ class HtmlReporter(Reporter):
             out.append(f'<p class="muted">{_e((context.get("pairwise") or {}).get("method", ""))}</p>')
         else:
             out.append("<p>No pairwise judgments (rate pairs with <code>harness human serve --pairwise</code> or <code>harness human export --pairwise</code>).</p>")
+        out.append("</section>")
+        return "".join(out)
+
+    def _judges(self, context: dict[str, Any]) -> str:
+        """LLM judges: their reliability and length control, and for a few sampled examples what each judge said and why."""
+        out = ['<section id="judges"><h2>LLM judges</h2>']
+        lines = judge_lines(context)
+        if not lines:
+            out.append("<p>No LLM judge among the metrics (<code>judge</code>, <code>judge-pairwise</code>: see the README).</p></section>")
+            return "".join(out)
+        out.append("<ul>" + "".join(f"<li>{_e(x)}</li>" for x in lines) + "</ul>")
+        samples = (context.get("judges") or {}).get("samples") or []
+        if samples:
+            out.append("<h3>What the judges said (sampled examples)</h3>")
+        for s in samples:
+            out.append(f'<details open><summary>{_e(s["model"])} · {_e(s["config"])} · example {_e(s["example"])}</summary>')
+            for j in s["judges"]:
+                value = "missing" if j.get("value") is None else _num(j["value"])
+                head = f'<p><strong>{_e(j["metric"])}</strong>: {value}'
+                if j.get("outcome"):
+                    head += f" ({_e(j['outcome'])})"
+                if j.get("expected_grade") is not None:
+                    head += f" · expected grade {_num(j['expected_grade'], 2)}"
+                if j.get("identical"):
+                    head += " · identical outputs: a tie, the judge was not asked"
+                if j.get("why"):
+                    head += f' · <span class="failed">{_e(j["why"])}</span>'
+                out.append(head + "</p>")
+                for r in j.get("replies") or []:
+                    where = f"output shown as {r['output_as']}; " if r.get("output_as") else ""
+                    out.append(f'<p class="muted">{_e(where)}verdict {_e(r.get("verdict"))} (read from {_e(r.get("source") or "nothing")})</p>'
+                               f"<pre>{_e(r.get('reply') or '(empty reply)')}</pre>")
+            out.append("</details>")
         out.append("</section>")
         return "".join(out)
 
