@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
 
 import fakes
 import sheets
+from harness.store import STORE_NAME
 
 pytest.importorskip("ppi_py")
 
@@ -113,21 +117,76 @@ def test_tables_show_the_column_and_the_claims(cli, rated) -> None:
     assert csv_text.splitlines()[0].endswith("ppi_value,ppi_ci_low,ppi_ci_high,ppi_predictor,ppi_n_rated,ppi_n_total,ppi_n_effective")
 
 
-def test_identical_outputs_are_reported_with_their_share(cli, rated) -> None:
-    """Beam configs ignore temperature, greedy ignores top_k: the fake engine gives them the same text."""
-    rows = _json(cli, "-r", rated)
-    assert rows
-    from harness.report.claims import identical_outputs
-    from harness.report.results import Results
-    from harness.store import Store
+def test_outputs_identical_to_the_baselines_are_reported_with_their_share(cli, tmp_path) -> None:
+    """Seeded samplers give sampled configs the same draws: the report says which share of a config's outputs equal the baseline's."""
+    sweep = {"decoder": "standard", "mode": "one-at-a-time", "max_new_tokens": 16, "seed": 0, "include_defaults": True,
+             "defaults": {"top_k": 50, "num_beams": 1, "temperature": 0.8}, "vary": {"top_k": [40], "num_beams": [2]}}
+    path = fakes.write_registry(tmp_path / "registry.toml", sweep=sweep, models=fakes.DEFAULT_MODELS[:1])
+    assert cli("run", "--all", "-r", path).exit_code == 0
+    base, top_k = "top_k_50_num_beams_1_temp_0.8", "top_k_40_num_beams_1_temp_0.8"
+    # the fake engine's text depends on top_k; here 3 of the 8 outputs came out the same, as a seeded sampler's often do
+    con = sqlite3.connect(tmp_path / "out" / STORE_NAME)
+    keys = {c: dict(con.execute("SELECT example_id, gen_key FROM cell_examples WHERE config=?", (c,)).fetchall()) for c in (base, top_k)}
+    for e in sorted(keys[base])[:3]:
+        con.execute("UPDATE generations SET text=(SELECT text FROM generations WHERE gen_key=?) WHERE gen_key=?", (keys[base][e], keys[top_k][e]))
+    con.commit()
+    con.close()
+    md = cli("report", "--format", "markdown", "-r", path).stdout
+    flat = " ".join(md.split())
+    assert f"fake-base: outputs that are the same text as the baseline's ({base}), share of the examples: {top_k} 38%." in flat
+    assert "seeded sampler gives every sampled config the same random draws" in flat
+    assert "top_k_50_num_beams_2_temp_0.8" not in flat.split("same text as the baseline's")[1].split(".")[0]
+    table = " ".join(cli("report", "-r", path).stdout.split())
+    assert "share of the examples: top_k=40 38%" in table
 
-    store = Store.open_existing(rated.parent / "out", readonly=True)
-    results = Results.load(store)
-    found = identical_outputs(results, "top_k_10_num_beams_1_temp_0.8")
-    texts = {}
-    for c in results.cells:
-        texts[(c.model, c.config)] = store.texts([k for _, k in c.keys])
-    for i in found:
-        a = dict((e, texts[(i.model, i.config)][k]) for e, k in next(c for c in results.cells if (c.model, c.config) == (i.model, i.config)).keys)
-        b = dict((e, texts[(i.model, i.baseline)][k]) for e, k in next(c for c in results.cells if (c.model, c.config) == (i.model, i.baseline)).keys)
-        assert i.same == sum(a[e] == b[e] for e in a if e in b) and i.shared == len(set(a) & set(b))
+
+def test_plan_from_the_pilot_in_json_and_as_a_table(cli, rated) -> None:
+    result = cli("plan", "--format", "json", "-r", rated)
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert set(found) >= {"targets", "paired", "ratings", "correlations", "registry", "registry_toml", "notes"}
+    paired = {(r["model"], r["metric"], r["config"]): r for r in found["paired"]}
+    assert len(paired) == 2 * 3 * 11  # 2 models x (2 metrics + human) x 11 configs against the baseline
+    row = paired[("fake-base", "fake-len", "top_k_25_num_beams_1_temp_0.8")]
+    assert row["n"] == 8 and row["n_needed"] == math.ceil((1.959964 + 0.841621) ** 2 * row["sd"] ** 2 / 0.05**2 - 1e-9)
+    assert paired[("fake-base", "human", "top_k_25_num_beams_1_temp_0.8")]["unit"] == "ratings"
+    for r in found["ratings"]:
+        assert r["predictor"] == "fake-len" and r["rho"] > 0.5 and r["n_ppi"] < r["n_needed"]
+    assert found["registry"]["predictor"] == "fake-len"
+    assert found["registry_toml"].startswith("[dataset]\ntest_size = ")
+    assert {c["metric"] for c in found["correlations"]} == {"fake-len", "fake-overlap"}
+    table = cli("plan", "--delta", "0.1", "-r", rated).stdout
+    assert "Test examples to detect a paired difference of 0.1" in table and "Set in registry.toml:" in table
+    assert 'predictor = "fake-len"' in table and "With PPI" in table
+    # stated assumptions override the pilot
+    assumed = json.loads(cli("plan", "--format", "json", "--sd", "0.2", "--rho", "0.6", "-r", rated).stdout)
+    assert [r["n_needed"] for r in assumed["paired"]] == [126] and all(r["rho"] == 0.6 for r in assumed["ratings"])
+
+
+def test_plan_without_a_pilot_and_its_bad_input(cli, tmp_path) -> None:
+    missing = tmp_path / "nothing.toml"
+    result = cli("plan", "--sd", "0.2", "--rho", "0.5", "--format", "json", "-r", missing)
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert found["source"] == "assumptions" and found["paired"][0]["n_needed"] == 126
+    # an experiment that has not run yet: its test size is the current one
+    path = fakes.write_registry(tmp_path / "registry.toml")
+    found = json.loads(cli("plan", "--sd", "0.2", "--format", "json", "-r", path).stdout)
+    assert found["test_size"] == 8 and found["paired"][0]["n"] == 8
+    for args, message in [
+        ((), "--sd and/or --rho"),
+        (("--rho", "1.5"), "--rho"),
+        (("--sd", "0.2", "--power", "1"), "--power"),
+        (("--sd", "0.2", "--predictor", "bleu"), "--predictor"),
+    ]:
+        bad = cli("plan", *args, "-r", missing)
+        assert bad.exit_code == 2 and message in bad.stderr, (args, bad.output)
+
+
+def test_without_ppi_py_the_column_says_how_to_install_it(cli, rated, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ppi_py", None)
+    rows = _json(cli, "-r", rated)
+    human = [r for r in rows if r["metric"] == "human"]
+    assert all(r["ppi_value"] is None and "pip install 'llm-decoding-harness[ppi]'" in r["ppi_note"] for r in human)
+    text = " ".join(cli("report", "-r", rated).stdout.split())
+    assert "needs ppi-python" in text and "install it with: pip install 'llm-decoding-harness[ppi]'" in text

@@ -7,9 +7,9 @@
   ``(z(1 - alpha/2) + z(power)) * s_d / sqrt(n)``.
 * **Human ratings** per cell for a ``1 - alpha`` interval of half-width ``w``: ratings only,
   ``ceil((z(1 - alpha/2) * sd / w)^2)``; with PPI, ppi_py's power analysis (``ppi_mean_power`` on the
-  pilot's ratings and predictor, ``ppi_power`` for a stated correlation): the fewest ratings whose
-  PPI estimate, with the predictor on the rest of a test set of ``test_size`` examples, is worth
-  as many plain ratings.
+  pilot's ratings and predictor, ``ppi_power`` for a stated correlation): the cheapest pair of
+  ratings and predicted examples (a prediction costing ``prediction_cost`` ratings) whose PPI
+  estimate is worth as many plain ratings.
 * **Ratings to estimate a metric-human correlation** to ``± w`` (Fisher z: the interval
   ``tanh(atanh(r) ± z / sqrt(n - 3))``).
 
@@ -122,25 +122,27 @@ def ratings_needed(sd: float, half_width: float, *, alpha: float = 0.05) -> int:
 
 def ratings_with_ppi(
     n_classical: int,
-    test_size: int,
+    test_size: int | None = None,
     *,
     rho: float | None = None,
     y: Sequence[float] | None = None,
     yhat: Sequence[float] | None = None,
     prediction_cost: float = 0.01,
 ) -> dict[str, Any]:
-    """Ratings with PPI worth ``n_classical`` plain ones, predictions on at most ``test_size`` examples (ppi_py's power analysis).
+    """The cheapest PPI design worth ``n_classical`` plain ratings (ppi_py's power analysis): ratings and predictions.
 
     From a pilot's ratings ``y`` and predictions ``yhat`` (``ppi_py.ppi_mean_power``, which measures
-    their correlation) or a stated correlation ``rho`` (``ppi_py.ppi_power``). Returns ``n`` (ratings),
-    ``n_predicted`` (examples with a prediction, rated ones included), ``effective_n`` and ``rho``
-    (ppi_py's PPI correlation). A correlation of 0 or below gains nothing: then ``n = n_classical``.
-    ``n_classical`` above ``test_size`` cannot be reached (PPI is worth at most every example rated).
+    their correlation) or a stated correlation ``rho`` (``ppi_py.ppi_power``), a prediction costing
+    ``prediction_cost`` ratings; ``test_size`` caps the examples predicted (None: as many as is
+    cheapest). Returns ``n`` (ratings), ``n_predicted`` (examples with a prediction, rated ones
+    included), ``effective_n`` and ``rho`` (ppi_py's PPI correlation). A correlation of 0 or below
+    gains nothing: then ``n = n_classical``. ``n_classical`` above ``test_size`` cannot be reached
+    (PPI is worth at most every example rated).
     """
     from .ppi import load_ppi_py
 
     ppi_py = load_ppi_py()
-    if n_classical > test_size:
+    if test_size is not None and n_classical > test_size:
         raise ValueError(f"{n_classical} plain ratings cannot be matched on {test_size} test examples")
     if rho is None:
         a, b = np.asarray(y, dtype=float), np.asarray(yhat, dtype=float)
@@ -215,9 +217,13 @@ class RatingsRow:
     rho: float | None
     n_ppi: int | None
     n_predicted: int | None  # examples with a prediction (rated ones included) PPI uses
-    test_size: int
     source: str = "pilot"
     note: str | None = None
+
+    @property
+    def test_size(self) -> int:
+        """The test examples the row needs: the predicted ones with PPI, else one per rating."""
+        return self.n_predicted if self.n_ppi is not None and self.n_predicted else self.n_needed
 
 
 @dataclass(frozen=True)
@@ -374,14 +380,12 @@ def from_results(
             ok = [i for i, x in enumerate(xs) if not math.isnan(x)]
             ratings_pilot.append((model, rating_sd, int(statistics.median(rated_per_cell)) if rated_per_cell else None, chosen, r,
                                   [human[i] for i in ok], [xs[i] for i in ok]))
-    n_classical = {m: ratings_needed(s, targets.half_width, alpha=targets.alpha) for m, s, *_ in ratings_pilot}
-    suggested_size = max([test_size or 0, *automatic, *n_classical.values()]) or None
     ratings = []
     for model, rating_sd, n_rated, chosen, r, ys, xs in ratings_pilot:
-        n0 = n_classical[model]
-        row = RatingsRow(model, rating_sd, n_rated, n0, chosen, r, None, None, suggested_size or n0)
+        n0 = ratings_needed(rating_sd, targets.half_width, alpha=targets.alpha)
+        row = RatingsRow(model, rating_sd, n_rated, n0, chosen, r, None, None)
         if chosen is not None and r is not None:
-            found = ratings_with_ppi(n0, suggested_size or n0, rho=rho, y=None if rho is not None else ys,
+            found = ratings_with_ppi(n0, rho=rho, y=None if rho is not None else ys,
                                      yhat=None if rho is not None else xs, prediction_cost=targets.prediction_cost)
             row = _replace(row, n_ppi=found["n"], n_predicted=found["n_predicted"], rho=found["rho"] if rho is None else rho)
         elif chosen is None:
@@ -400,7 +404,7 @@ def from_results(
     if not results.has_human:
         notes.append("The pilot has no human ratings: the ratings lines need some (harness human export / serve, then import), or --rho.")
     notes += _holm_note(paired, targets.alpha)
-    registry = _registry(suggested_size, ratings, predictor)
+    registry = _registry(max([*automatic, *(r.test_size for r in ratings)], default=0) or None, ratings, predictor)
     return Plan(targets, f"pilot: {results.store_path}", test_size, tuple(paired), tuple(ratings), tuple(correlations), registry, tuple(notes))
 
 
@@ -434,11 +438,11 @@ def assumed(targets: Targets, *, sd: float | None, rho: float | None, rating_sd:
         raise UserError("no pilot run to plan from: run a pilot (`harness run`, rate a sample) or state assumptions with --sd and/or --rho")
     paired = [_assumed_paired(sd, test_size, targets)] if sd is not None else []
     n0 = ratings_needed(rating_sd, targets.half_width, alpha=targets.alpha)
-    size = max([test_size or 0, *(r.n_needed for r in paired), n0])
-    row = RatingsRow("—", rating_sd, None, n0, predictor or ("(assumed)" if rho is not None else None), rho, None, None, size, "assumed")
+    row = RatingsRow("—", rating_sd, None, n0, predictor or ("(assumed)" if rho is not None else None), rho, None, None, "assumed")
     if rho is not None:
-        found = ratings_with_ppi(n0, size, rho=rho, prediction_cost=targets.prediction_cost)
+        found = ratings_with_ppi(n0, rho=rho, prediction_cost=targets.prediction_cost)
         row = _replace(row, n_ppi=found["n"], n_predicted=found["n_predicted"])
+    size = max([*(r.n_needed for r in paired), row.test_size])
     correlations = [CorrelationRow(predictor or "(assumed)", rho, None, ratings_for_correlation(rho, targets.corr_half_width, alpha=targets.alpha), "assumed")] if rho is not None else []
     notes = [f"A rating's standard deviation is taken as {rating_sd:g} (--rating-sd; 0.5 is the largest a 0-1 score can have)."]
     return Plan(targets, "assumptions", test_size, tuple(paired), (row,), tuple(correlations), _registry(size, [row], predictor), tuple(notes))
@@ -515,13 +519,13 @@ def render(plan: Plan, fmt: str = "table", *, width: int | None = None, color: b
             "(Miller 2024); for human, n counts examples rated in both cells.", "dim")
     if plan.ratings:
         table = Table(title=f"Human ratings per cell for a {1 - t.alpha:.0%} interval of ± {t.half_width:g}", title_justify="left")
-        for h in ("Model", "Rating SD", "Rated now", "Ratings only", "Predictor", "ρ", "With PPI", "Predicted examples"):
+        for h in ("Model", "Rating SD", "Rated now", "Ratings only", "Predictor", "ρ", "With PPI", "Of examples"):
             table.add_column(h, justify="left" if h in ("Model", "Predictor") else "right", overflow="fold")
         for r in plan.ratings:
             table.add_row(r.model, _f(r.sd), _i(r.n_rated), _i(r.n_needed), r.predictor or "—", _f(r.rho, 2), _i(r.n_ppi), _i(r.n_predicted))
         console.print(table)
-        say(f"With PPI: ppi_py's power analysis (a prediction costs {t.prediction_cost:g} of a rating), the predictor scored on up to "
-            f"{_i(plan.ratings[0].test_size)} test examples; a uniform random sample of them is rated.", "dim")
+        say(f"With PPI: ppi_py's power analysis, the cheapest design worth the ratings-only count when a prediction costs {t.prediction_cost:g} "
+            "of a rating (--prediction-cost): the predictor on the predicted examples, a uniform random sample of them rated.", "dim")
         for r in plan.ratings:
             if r.note:
                 say(f"{r.model}: {r.note}", "yellow")
