@@ -190,3 +190,24 @@ def test_without_ppi_py_the_cells_say_how_to_install_it(monkeypatch) -> None:
     assert report.context()["install"] == ppi.INSTALL
     # no ratings: nothing to estimate, and ppi_py is not even asked for
     assert ppi.estimate([ppi.CellData("m", "a", {"e": "g"}, {}, {})], ["good"], baseline="a").available
+
+
+def test_a_predictor_constant_in_the_cell_is_passed_over_and_missing_scores_are_left_out() -> None:
+    """A pairwise metric scores the baseline against itself (a constant): the baseline's cell takes the next best metric.
+    A judge's missing verdicts: those rated examples leave the estimate, and the note says how many."""
+    cells = _cells()
+    out = []
+    for c in cells:
+        # outside the baseline, pref tracks the humans better than good does
+        pref = {e: (0.5 if c.config == "a" else c.human.get(e, v)) for e, v in c.scores["good"].items()}
+        good = dict(c.scores["good"])
+        if c.config == "b":
+            del good["e0"], good["e1"]  # unparseable verdicts: no score
+        out.append(ppi.CellData(c.model, c.config, c.gens, c.human, {"good": good, "pref": pref}))
+    report = ppi.estimate(out, ["pref", "good"], baseline="a")
+    outside_a = ppi._choose(ppi._items(out, ["pref", "good"]), ["pref", "good"], set(out[0].gens.values()))
+    assert outside_a.metric == "pref"  # what a would take if constancy in the cell were not checked
+    assert report.cell("m", "a").predictor == "good" and report.cell("m", "a").value is not None
+    named = ppi.estimate(out, ["pref", "good"], baseline="a", predictor="good")
+    b = named.cell("m", "b")
+    assert b.n_rated == 10 and b.n_total == 28 and b.note == "2 rated examples without a good score left out"

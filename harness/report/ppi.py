@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -331,6 +331,15 @@ def _choose(items: _Items, metrics: Sequence[str], exclude: set[str]) -> Calibra
     return best
 
 
+def _varies(values: Any) -> bool:
+    """Whether a predictor takes more than one value (a constant one predicts nothing: a pairwise metric on the baseline itself)."""
+    return len(set(values)) > 1
+
+
+def _differences(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
+    return {e: a[e] - b[e] for e in a if e in b}
+
+
 def _predict(cal: Calibration | None, x: np.ndarray) -> np.ndarray:
     """The predictor on the human scale (raw when it could not be calibrated, or the line does not rise)."""
     if cal is None or cal.b <= 0:
@@ -390,10 +399,11 @@ def estimate(
     candidates = [predictor] if predictor else list(metrics)
     by_cell = {(c.model, c.config): c for c in cells}
 
-    def pick(exclude: set[str]) -> tuple[str | None, Calibration | None, str | None]:
+    def pick(exclude: set[str], varies: Callable[[str], bool]) -> tuple[str | None, Calibration | None, str | None]:
+        """The predictor (named, or the best outside ``exclude`` among the metrics that ``varies`` in the cell) and its calibration."""
         if predictor:
             return predictor, _calibrate(items, predictor, exclude), None
-        cal = _choose(items, candidates, exclude)
+        cal = _choose(items, [m for m in candidates if varies(m)], exclude)
         if cal is None:
             return None, None, (
                 f"no metric correlates positively with at least {MIN_OUTSIDE} rated generations outside this cell: "
@@ -403,7 +413,7 @@ def estimate(
 
     out_cells: list[CellPPI] = []
     for c in rated:
-        metric, cal, why = pick(set(c.gens.values()))
+        metric, cal, why = pick(set(c.gens.values()), lambda m, c=c: _varies(c.scores.get(m, {}).values()))
         if metric is None:
             out_cells.append(CellPPI(c.model, c.config, n_rated=len(c.human), note=why))
             continue
@@ -419,8 +429,10 @@ def estimate(
             out_cells.append(_replace(base, note=why))
             continue
         r = _one(y, x, u, confidence)
+        unscored = len(c.human) - len(labelled)
         out_cells.append(_replace(base, value=r["value"], ci_low=r["low"], ci_high=r["high"], n_effective=_opt(r["n_eff"]), lam=r["lam"],
-                                  classical_low=r["c_low"], classical_high=r["c_high"]))
+                                  classical_low=r["c_low"], classical_high=r["c_high"],
+                                  note=f"{unscored} rated example{'s' if unscored != 1 else ''} without a {metric} score left out" if unscored else None))
 
     diffs: list[DiffPPI] = []
     if baseline is not None:
@@ -434,7 +446,10 @@ def estimate(
                 if base is None or not base.human:
                     family.append(_replace(d, note="the baseline has no ratings"))
                     continue
-                metric, cal, why = pick(set(c.gens.values()) | set(base.gens.values()))
+                metric, cal, why = pick(
+                    set(c.gens.values()) | set(base.gens.values()),
+                    lambda m, c=c, base=base: _varies(_differences(c.scores.get(m, {}), base.scores.get(m, {})).values()),
+                )
                 if metric is None:
                     family.append(_replace(d, note=why))
                     continue
