@@ -599,11 +599,17 @@ class Reporter(Plugin):
     (metric-human correlations and findings in the context) and ``figures`` ("none";
     "embedded": ``context["figures"]`` holds each plot's PNG bytes; "files": plots are
     written beside the ``-o`` file and the context holds their relative paths).
+
+    ``views`` says what it renders: ``"report"`` (``harness report``: the rows and the report's
+    context) and, if listed, ``"analysis"`` (``harness analyze``: no rows, and a context whose
+    ``view`` is ``"analysis"``, holding ``title``, ``correlations``, ``findings``,
+    ``correlation_notes``, ``method`` and ``source``).
     """
 
     kind = "reporter"
     correlations: ClassVar[bool] = True
     figures: ClassVar[str] = "none"
+    views: ClassVar[tuple[str, ...]] = ("report",)
 
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
         raise NotImplementedError

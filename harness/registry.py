@@ -13,7 +13,7 @@ Layout (see the shipped ``registry.toml`` for a commented example)::
     [[models]]    name, adapter, base_model, template, finetune (bool or table), + adapter options
     [sweep]       decoder, mode, max_new_tokens, seed, include_defaults, [sweep.defaults], [sweep.vary]
     [metrics]     names, + [metrics.NAME] option tables
-    [human]       n_per_cell, seed, scale
+    [human]       n_per_cell, seed, scale, predictor
 """
 
 from __future__ import annotations
@@ -190,6 +190,7 @@ HUMAN_KEYS = {
     "n_per_cell": Option(int, default=30, minimum=1, help="items per (model, config) in the exported sheet"),
     "seed": Option(int, default=0, minimum=0),
     "scale": Option(str, default="auto", choices=("auto", "binary", "likert")),
+    "predictor": Option(str, default=None, nullable=True, help="the metric whose scores predict the ratings in Human (PPI) (default: chosen by cross-fitting)"),
 }
 TOP_LEVEL = ("experiment", "dataset", "engine", "executor", "models", "sweep", "metrics", "human")
 
@@ -336,6 +337,8 @@ class _Validator:
         decoder, configs, sweep, sweep_defaults = self.sweep(raw.get("sweep", {}))
         metrics, metric_settings = self.metrics(raw["metrics"])
         human = self.table(raw.get("human", {}), HUMAN_KEYS, "human")
+        if human["predictor"] is not None and human["predictor"] not in metrics:
+            raise self.fail("human.predictor", f"{unknown_name('metric', human['predictor'], metrics)}: the predictor is one of metrics.names")
         return Experiment(
             path=self.path.resolve(),
             name=exp["name"],

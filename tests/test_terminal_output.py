@@ -281,13 +281,17 @@ def _correlations() -> list[CorrelationRow]:
 
 @pytest.mark.parametrize("width", [80, 120])
 def test_analyze_table_fits(width, monkeypatch):
+    from harness_reporters.analysis_view import LEVEL_TITLES
+    from harness_reporters.builtin import TableReporter
+
     from harness.report import analyze as analyze_cmd
 
     monkeypatch.setenv("COLUMNS", str(width))
     rows = _correlations()
-    text = analyze_cmd.render(rows, ["A finding."], ["A note."], "table", title="Metric-human agreement: study", source={"resamples": 1000, "seed": 0})
+    context = analyze_cmd.context(rows, ["A finding."], ["A note."], title="Metric-human agreement: study", source={"resamples": 1000, "seed": 0})
+    text = TableReporter().render([], context)  # what `harness analyze` hands the default reporter
     _assert_fits(text, width)
-    titles = [analyze_cmd.LEVEL_TITLES[level] for level in ("system", "example")]
+    titles = [LEVEL_TITLES[level] for level in ("system", "example")]
     tables = _parse_tables(text, titles, key=0)
     assert list(tables) == titles
     full = 0
