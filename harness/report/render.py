@@ -43,12 +43,15 @@ def render_report(
         "color": color,
         **data.context(),
     }
+    from . import tuning
+
+    context["tuning"] = tuning.context(results)
     if width is not None:
         context["width"] = width
     if reporter_cls.figures == "embedded" or (reporter_cls.figures == "files" and output):
         from . import plots
 
-        figures = plots.all_figures(context)
+        figures = plots.all_figures(context) + tuning.figures(context["tuning"], context["metrics"])
         if reporter_cls.figures == "embedded":
             context["figures"] = [{"id": f.id, "title": f.title, "caption": f.caption, "png": f.png} for f in figures]
         else:
