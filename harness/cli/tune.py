@@ -53,12 +53,23 @@ def serve_dashboard(exp: Any, port: int) -> None:
     if not (exp.output_dir / STUDY_DB).exists():
         raise UserError(f"no study yet ({exp.output_dir / STUDY_DB}); run `harness tune` first", file=exp.path)
     try:
-        from optuna_dashboard import run_server
+        from optuna_dashboard import wsgi
     except ImportError as exc:
         raise MissingDependency("optuna-dashboard", "tune", purpose="harness tune --dashboard") from exc
-    url = storage_url(exp.output_dir)
-    err.print(f"optuna-dashboard: http://127.0.0.1:{port}/ (the studies in {exp.output_dir / STUDY_DB}; Ctrl-C stops it)", soft_wrap=True)
-    run_server(url, host="127.0.0.1", port=port)
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the dashboard polls; keep the terminal readable
+            return None
+
+    app = wsgi(storage_url(exp.output_dir))
+    try:
+        server = make_server("127.0.0.1", port, app, handler_class=Quiet)
+    except OSError as exc:
+        raise UserError(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}; pick another --port", key="--port") from None
+    err.print(f"optuna-dashboard: http://127.0.0.1:{port}/dashboard (the studies in {exp.output_dir / STUDY_DB}; Ctrl-C stops it)", soft_wrap=True)
+    with server:
+        server.serve_forever()
 
 
 def check_space(exp: Any, plugins: Any) -> None:
