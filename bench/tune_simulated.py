@@ -207,6 +207,15 @@ def render(data: dict) -> str:
             f"({sum(r['pruned'] for r in mine) / len(mine):.1f}) | {sum(r['best'] for r in mine)}/{len(mine)} | "
             f"{sum(r['within'] for r in mine)}/{len(mine)} | {sum(r['regret'] for r in mine) / len(mine):.4f} |"
         )
+    tpe = [r for r in rows if r["method"] == "TPE + pruner"]
+    if tpe and full:
+        share = sum(r["generations"] for r in tpe) / len(tpe) / full_gen
+        hits = (sum(r["within"] for r in tpe), sum(r["within"] for r in full))
+        exact = (sum(r["best"] for r in tpe), sum(r["best"] for r in full))
+        met = share <= 0.30 and hits[0] >= hits[1]
+        lines += ["", f"Goal (the pruned search finds the best as often as the full grid with at most 30% of its generations): TPE + pruner "
+                      f"spends {share:.0%} and picks a config within 0.01 of the best in {hits[0]}/{len(tpe)} seeds against the full grid's "
+                      f"{hits[1]}/{len(full)} (the exact best: {exact[0]} against {exact[1]}) — {'met' if met else 'not met'} on the stated tolerance."]
     return "\n".join(lines)
 
 

@@ -155,7 +155,7 @@ def search(exp: Any, plugins: Any, models: Sequence[str] | None, configs: Sequen
                     progress.line(console=True, text=f"{spec.name}: {'tune' if mode == 'tune' else 'pruned sweep'} study {plan.study} — {plan.budget} trials of "
                                   f"{len(plan.search)} search examples in chunks of {exp.tune.chunk}; {len(plan.heldout)} held out")
                     evaluator = StoreEvaluator(exp, pooled, store, executor, progress, run_id, spec.name, metric_name)
-                    s = tp.Search(exp, plan, evaluator, decoder, storage=storage, lock_path=exp.output_dir / ".tune.lock",
+                    s = tp.Search(exp, plan, evaluator, decoder, storage=storage, lock_path=exp.output_dir / tp.LOCK_NAME,
                                   refuses=engine.unsupported, say=lambda line: progress.line(line, console=True))
                     s.on_trial = lambda s=s, m=spec.name: record(m, s)
                     s.run()

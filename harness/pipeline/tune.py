@@ -70,10 +70,16 @@ def storage_url(output_dir: Path) -> str:
     return f"sqlite:///{Path(output_dir) / STUDY_DB}"
 
 
+#: the file lock the processes working on an output folder's studies take to create the database, a study, or ask for a trial
+LOCK_NAME = ".tune.lock"
+
+
 def open_storage(output_dir: Path) -> Any:
-    """The study storage of an output folder: SQLite, waiting up to a minute for another worker's write."""
+    """The study storage of an output folder: SQLite, waiting up to a minute for another worker's write. Created under the
+    folder's tune lock: two workers starting together would both try to create its tables."""
     optuna = optuna_module()
-    return optuna.storages.RDBStorage(storage_url(output_dir), engine_kwargs={"connect_args": {"timeout": 60}})
+    with file_lock(Path(output_dir) / LOCK_NAME):
+        return optuna.storages.RDBStorage(storage_url(output_dir), engine_kwargs={"connect_args": {"timeout": 60}})
 
 
 # --------------------------------------------------------------------------- the held-out split
@@ -191,19 +197,23 @@ def _suggest(trial: Any, p: SearchParam) -> Any:
     return float(f"{value:.4g}") if p.log else round(value, 10)
 
 
-def make_sampler(spec: TuneSpec) -> Any:
+def make_sampler(spec: TuneSpec, worker: int = 0) -> Any:
+    """Optuna's sampler for ``spec``, seeded with ``[tune] seed`` + ``worker`` (how many processes worked on the study before
+    this one: a study made by one process is reproducible; processes side by side do not draw the same parameters)."""
     optuna = optuna_module()
     s = spec.sampler
+    seed = spec.seed + worker
     if s == "tpe":
-        return optuna.samplers.TPESampler(seed=spec.seed)
+        # constant liar: trials running in other processes count as bad guesses, so parallel workers spread out
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     if s == "gp":
-        return optuna.samplers.GPSampler(seed=spec.seed)
+        return optuna.samplers.GPSampler(seed=seed)
     if s == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=spec.seed)
+        return optuna.samplers.CmaEsSampler(seed=seed)
     if s == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if s == "grid":
-        return optuna.samplers.GridSampler({p.name: p.grid() for p in spec.space}, seed=spec.seed)
+        return optuna.samplers.GridSampler({p.name: p.grid() for p in spec.space}, seed=seed)
     raise ValueError(s)
 
 
@@ -266,11 +276,12 @@ class Search:
         self.on_trial = on_trial
         optuna = optuna_module()
         self.optuna = optuna
-        self.study = optuna.create_study(
-            storage=storage, study_name=plan.study, direction=plan.direction, load_if_exists=True,
-            sampler=make_sampler(plan.spec) if plan.mode == "tune" else optuna.samplers.RandomSampler(seed=plan.spec.seed),
-            pruner=make_pruner(plan.spec),
-        )
+        with self.lock():
+            self.study = optuna.create_study(storage=storage, study_name=plan.study, direction=plan.direction, load_if_exists=True, pruner=make_pruner(plan.spec))
+            # the how-many-th process to work on the study: it seeds the sampler (alone: [tune] seed; side by side: other draws)
+            self.worker = int(self.study.user_attrs.get("processes", 0))
+            self.study.set_user_attr("processes", self.worker + 1)
+        self.study.sampler = make_sampler(plan.spec, self.worker) if plan.mode == "tune" else optuna.samplers.RandomSampler(seed=plan.spec.seed)
 
     # -- the study
 
@@ -461,6 +472,6 @@ def _mean(values: Sequence[float]) -> float:
 
 
 __all__ = [
-    "STUDY_DB", "MODES", "Plan", "Search", "Evaluator", "TrialFailed", "holdout_split", "make_plan", "trial_config", "make_sampler",
+    "STUDY_DB", "LOCK_NAME", "MODES", "Plan", "Search", "Evaluator", "TrialFailed", "holdout_split", "make_plan", "trial_config", "make_sampler",
     "make_pruner", "open_storage", "storage_url", "optuna_module", "process_gone", "study_name",
 ]
