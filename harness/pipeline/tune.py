@@ -297,7 +297,8 @@ class Search:
         found = []
         with self.lock():
             for t in self.study.get_trials(deepcopy=False, states=(TS.RUNNING,)):
-                if process_gone(t.user_attrs.get("owner")):
+                # no owner: its process died between asking and naming itself, both done under this lock
+                if "owner" not in t.user_attrs or process_gone(t.user_attrs.get("owner")):
                     self.study.tell(t.number, state=TS.FAIL)
                     self._redo(t.params)
                     found.append(t.number)
