@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
-from rich.markup import escape
 
 from ..errors import MissingDependency, UserError
 from .common import echo, err, handle_errors, load, registry_option

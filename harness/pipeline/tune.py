@@ -344,7 +344,6 @@ class Search:
                 return trial, None, exc.message
         trial.set_user_attr("owner", _owner())
         trial.set_user_attr("config", config.name)
-        del TS
         return trial, config, ""
 
     def run(self) -> SearchRecord:
