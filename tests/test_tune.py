@@ -389,3 +389,10 @@ def test_the_html_report_plots_the_metric_against_each_searched_parameter(tuned,
     md = cli("report", "--format", "markdown", "-o", tmp_path / "r.md", "-r", path)
     assert md.exit_code == 0 and (tmp_path / "r_files" / "tune-fake-base.png").exists()
     assert "tune-fake-base.png" in (tmp_path / "r.md").read_text()
+
+
+def test_without_optuna_tune_says_what_to_install(tmp_path, cli, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError
+    result = cli("tune", "-r", tune_registry(tmp_path / "r.toml", TUNE))
+    assert result.exit_code == 2 and "pip install 'llm-decoding-harness[tune]'" in result.stderr
+    assert not (tmp_path / "out").exists()
