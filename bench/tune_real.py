@@ -38,8 +38,8 @@ RESULTS = ROOT / "bench" / "results" / "tune_real.json"
 NEW_SECTION = """## Pruned search for real: SmolLM2 on CPU (issue 22, part b)
 
 `bench/tune_real.py`: the embedded default at a CPU-affordable size — SmolLM2-135M-Instruct as shipped (no fine-tune),
-20 test examples (14 searched, 6 held out), 12 new tokens, ROUGE-L tuned, chunks of 4 examples, WilcoxonPruner
-(p_threshold 0.1, from 4 examples), 3 finalists confirmed against the defaults on the held-out examples (paired
+sizes under the table (the script's defaults: 20 test examples, 30% held out, 12 new tokens, chunks of 4), ROUGE-L tuned,
+WilcoxonPruner (p_threshold 0.1, from 4 examples), 3 finalists confirmed against the defaults on the held-out examples (paired
 bootstrap, Holm). Each method runs cold in its own output folder. "Generations" are the rows the run stored (model work;
 configs that decode alike share them).
 
