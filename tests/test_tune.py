@@ -270,8 +270,10 @@ def test_tune_records_each_trial_as_a_config_of_its_own(tuned, cli) -> None:
     path, first = tuned
     assert "held-out examples (set aside before the search)" in first.output and "[sweep.defaults]" in first.output
     assert "trial 0 top_k_10_num_beams_1_temp_0.8" in first.stderr  # the baseline (first sweep config) lies in the space: it goes first
-    runs = query(path, "SELECT run_id, command, status FROM runs")
-    assert len(runs) == 1 and "tune" in runs[0][1] and runs[0][2] == "ok"
+    import json
+
+    runs = query(path, "SELECT run_id, status, metadata FROM runs")
+    assert len(runs) == 1 and runs[0][1] == "ok" and "fake-base" in json.loads(runs[0][2])["tuning"]
     trials = _study(path.parent).get_trials()
     assert len(trials) == 5
     # every trial is a cell of its own over the examples it was scored on (finalists and baseline: the whole split)

@@ -38,18 +38,32 @@ def _study(folder: Path):
 @pytest.mark.slow
 def test_a_tune_killed_mid_trial_resumes_the_same_study_from_the_stored_generations(tmp_path) -> None:
     registry = _registry(tmp_path, 4)
-    proc = spawn(registry, "tune", env={"FAKE_BATCH_SECONDS": "0.3"})
-    # kill it once trial 1 is under way: some of its generations stored, the trial not finished
-    def mid_trial() -> bool:
-        if not (tmp_path / "out" / "tune.db").exists():
-            return False
+    proc = spawn(registry, "tune", env={"FAKE_BATCH_SECONDS": "1.0"})
+    db = tmp_path / "out" / "tune.db"
+
+    def running() -> list[tuple[int, str]]:
+        """(number, config) of the trials running now, read straight from Optuna's tables (cheap to poll)."""
+        if not db.exists():
+            return []
+        import sqlite3
+
+        con = sqlite3.connect(db, timeout=5)
         try:
-            trials = _study(tmp_path).get_trials()
-        except (IndexError, KeyError, ValueError, optuna.exceptions.StorageInternalError):
-            return False
-        running = [t for t in trials if t.state == TS.RUNNING and t.number >= 1]
-        return bool(running) and bool(query(registry, f"SELECT COUNT(*) FROM generations WHERE config = '{running[0].user_attrs.get('config')}'")[0][0])
-    wait_for(mid_trial, timeout=120)
+            return con.execute(
+                "SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+                "WHERE t.state = 'RUNNING' AND a.key = 'config'"
+            ).fetchall()
+        except sqlite3.Error:
+            return []
+        finally:
+            con.close()
+
+    # kill it once trial 1 or later is under way: some of its generations stored, the trial not finished
+    def mid_trial() -> bool:
+        found = [(n, c) for n, c in running() if n >= 1]
+        return bool(found) and bool(query(registry, f"SELECT COUNT(*) FROM generations WHERE config = {found[0][1].replace(chr(34), chr(39))}")[0][0])
+
+    wait_for(mid_trial, timeout=300)
     killed = next(t for t in _study(tmp_path).get_trials() if t.state == TS.RUNNING)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
