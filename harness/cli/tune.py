@@ -210,11 +210,9 @@ def confirmations(store: Any, plugins: Any, records: dict[str, Any], seed: int) 
     if not records:
         return ""
     results = Results.load(store, models=list(records))
-    found = rt.searches(results)
     parts = []
-    for model in records:
-        record = found.get(model)
-        if record is None or not record.finalists and not any(t.state == "complete" for t in record.trials):
+    for model, record in records.items():  # what this process recorded (another may have confirmed the same study)
+        if not record.finalists and not any(t.state == "complete" for t in record.trials):
             parts.append(f"{model}: no completed trial yet\n")
             continue
         if not record.finalists:

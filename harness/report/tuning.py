@@ -33,13 +33,18 @@ __all__ = ["searches", "Confirmation", "Row", "confirm", "confirmation_text", "d
 
 
 def searches(results: Results) -> dict[str, SearchRecord]:
-    """The latest search record of each model, from the runs that recorded one (newest first wins)."""
-    out: dict[str, SearchRecord] = {}
-    for run in reversed(results.runs):
+    """The latest search record of each model, from the runs that recorded one.
+
+    Several processes may work on one study, each recording what it saw in its own run; the most complete record wins
+    (the most trials, then one with its finalists confirmed, then the newest run)."""
+    best: dict[str, tuple[tuple[int, bool, int], SearchRecord]] = {}
+    for run in results.runs:
         for model, d in ((run.get("metadata") or {}).get("tuning") or {}).items():
-            if model not in out:
-                out[model] = SearchRecord.from_dict(d)
-    return out
+            record = SearchRecord.from_dict(d)
+            key = (len(record.trials), bool(record.finalists), int(run.get("run_id") or 0))
+            if model not in best or key > best[model][0]:
+                best[model] = (key, record)
+    return {model: record for model, (_, record) in best.items()}
 
 
 @dataclass(frozen=True)
