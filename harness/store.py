@@ -410,6 +410,14 @@ class Store:
         )
         return int(cur.lastrowid)
 
+    def update_run(self, run_id: int, metadata: dict[str, Any]) -> None:
+        """Replace a running run's metadata (a search records its trials as they finish)."""
+        self.db.execute("UPDATE runs SET metadata=? WHERE run_id=?", (json.dumps(metadata), run_id))
+
+    def mark_stopped(self, run_ids: Sequence[int]) -> None:
+        """Runs whose process is known to be gone (another process's search): now 'interrupted'."""
+        self.db.executemany("UPDATE runs SET status='interrupted' WHERE run_id=? AND status='running'", [(r,) for r in run_ids])
+
     def finish_run(self, run_id: int, status: str, metadata: dict[str, Any] | None = None) -> None:
         if metadata is not None:
             self.db.execute("UPDATE runs SET metadata=? WHERE run_id=?", (json.dumps(metadata), run_id))

@@ -150,7 +150,7 @@ def test_merge_refuses_a_folder_without_a_store(cli, tmp_path) -> None:
 # --------------------------------------------------------------------------- the package layout
 
 
-CORE = {"harness.api", "harness.errors", "harness.hookspecs", "harness.plugins", "harness.registry", "harness.data", "harness.store", "harness.locks", "harness.merge"}
+CORE = {"harness.api", "harness.errors", "harness.hookspecs", "harness.plugins", "harness.registry", "harness.data", "harness.store", "harness.locks", "harness.merge", "harness.tuning"}
 
 
 def _imports(path: Path, package: str) -> set[str]:

@@ -18,6 +18,7 @@ from .plugins_cmd import check_cmd, plugins_cmd
 from .report import report_cmd
 from .run import STAGE_COMMANDS, run_cmd
 from .runs import runs_cmd
+from .tune import tune_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,7 +27,7 @@ def main() -> None:
     """Fine-tune, sweep decoding settings, score and report — through plugins."""
 
 
-for command in (plugins_cmd, check_cmd, run_cmd, *STAGE_COMMANDS, report_cmd, human_group, analyze_cmd, plan_cmd, merge_cmd, runs_cmd):
+for command in (plugins_cmd, check_cmd, run_cmd, *STAGE_COMMANDS, report_cmd, human_group, analyze_cmd, plan_cmd, merge_cmd, runs_cmd, tune_cmd):
     main.add_command(command)
 
 __all__ = ["main"]

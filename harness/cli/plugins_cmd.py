@@ -50,3 +50,10 @@ def check_cmd(path: str) -> None:
         f"data: {n_records} unique records ({exp.dataset.source}) → {len(train)} train / {len(test)} test examples (seed {exp.dataset.seed})\n"
         f"run: {size.describe()}"
     )
+    if exp.tune is not None and exp.tune.space:
+        from .tune import check_space
+
+        check_space(exp, found)
+        t = exp.tune
+        click.echo(f"tune: {t.trials} trials ({t.sampler}, pruner {t.pruner}) over {', '.join(p.name for p in t.space)}; metric {t.metric}; "
+                   f"{t.holdout:.0%} of the test split held out, {t.finalists} finalists")

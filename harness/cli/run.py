@@ -66,9 +66,14 @@ def run_stages(registry: str, stages: tuple[str, ...], models, configs, metrics,
             "check the sweep (`harness check`), select less (--model/--config), or pass --yes to run it",
             file=exp.path,
         )
+    command = " ".join(["harness", *sys.argv[1:]])
+    if exp.prune and report:  # [sweep] prune = true: the sweep as a pruned search
+        from .tune import pruned_sweep
+
+        pruned_sweep(exp, plugins, selection, command)
+        return
     executor = plugins.create("executor", exp.executor, exp.executor_settings)
     store = Store(exp.output_dir)
-    command = " ".join(["harness", *sys.argv[1:]])
     started = time.perf_counter()
     with run_lock(exp.output_dir, command):
         stale = store.mark_interrupted()

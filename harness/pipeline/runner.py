@@ -128,6 +128,7 @@ class Runner:
         *,
         executor: Any = None,
         run_id: int | None = None,
+        test_ids: Sequence[str] | None = None,
     ):
         self.exp = exp
         self.plugins = plugins
@@ -137,6 +138,8 @@ class Runner:
         self.sel.validate(exp)
         self.executor = executor
         self.run_id = run_id
+        #: only these test examples, in this order (a pruned search evaluates a config chunk by chunk); None: the whole test split
+        self.test_ids = tuple(test_ids) if test_ids is not None else None
         self.stats = RunStats()
         self.split_key = ""
         self._split: tuple[list[Example], list[Example]] | None = None
@@ -168,6 +171,12 @@ class Runner:
             self.store.save_split(split_key, info | {"n_records": n_records}, train, test)
             stored = (train, test)
         self.split_key = split_key
+        if self.test_ids is not None:
+            by_id = {e.id: e for e in stored[1]}
+            unknown = [i for i in self.test_ids if i not in by_id]
+            if unknown:
+                raise UserError(f"example {unknown[0]} is not in the test split (the dataset or the split changed)", file=self.exp.path, key="dataset")
+            stored = (stored[0], [by_id[i] for i in self.test_ids])
         self._split = stored
         self.stats.stage_seconds["split"] = self.stats.stage_seconds.get("split", 0) + time.perf_counter() - t0
         return stored
@@ -337,6 +346,14 @@ class Runner:
         )
         _, (cell,) = probe.plan(state.adapter)
         return list(cell.keys)
+
+    def example_scores(self, metric: str, model: str, config: str) -> list[tuple[str, Any]]:
+        """(example id, stored :class:`~harness.api.ExampleScore` or None) of the cell's examples under ``metric``, in order."""
+        spec = self.exp.model(model)
+        cell_keys = self._current_keys(spec, self.exp.config(config)) or []
+        pairs = self._score_pairs(metric, spec, cell_keys) or []
+        have = self.store.scores(self.metric_key(metric), pairs) if pairs else {}
+        return [(e, have.get(p)) for (e, _), p in zip(cell_keys, pairs)] if pairs else [(e, None) for e, _ in cell_keys]
 
     def _record_aggregate(self, metric: str, mkey: str, model: str, config: str, cell_keys: Sequence[tuple[str, str]]) -> bool:
         """Record the cell's aggregate when every example has its score (inside the caller's transaction). True if recorded.

@@ -53,6 +53,9 @@ def render_report(
     confidence = float(data.statistics.get("confidence", 0.95))
     context["ppi"] = ppi.from_results(results, baseline=base, predictor=predictor, confidence=confidence).context()
     context["claims"] = claims.from_results(results, context["comparisons"], baseline=base, confidence=confidence).context()
+    from . import tuning
+
+    context["tuning"] = tuning.context(results)
     if width is not None:
         context["width"] = width
     from . import judges
@@ -63,7 +66,7 @@ def render_report(
     if reporter_cls.figures == "embedded" or (reporter_cls.figures == "files" and output):
         from . import plots
 
-        figures = plots.all_figures(context)
+        figures = plots.all_figures(context) + tuning.figures(context["tuning"], context["metrics"])
         if reporter_cls.figures == "embedded":
             context["figures"] = [{"id": f.id, "title": f.title, "caption": f.caption, "png": f.png} for f in figures]
         else:

@@ -338,11 +338,17 @@ def _experiment(runs: Sequence[dict[str, Any]], store: Store) -> ExperimentInfo:
     for run in reversed(runs):
         snap = (run.get("metadata") or {}).get("experiment_snapshot")
         if snap:
+            configs = list(snap["configs"])
+            # the trials of the latest search (harness tune) stay configs of their own after later runs of the sweep
+            searched = next((r["metadata"]["experiment_snapshot"]["configs"] for r in reversed(runs)
+                             if (r.get("metadata") or {}).get("tuning") and (r["metadata"].get("experiment_snapshot") or {}).get("name") == snap["name"]), [])
+            names = {c["name"] for c in configs}
+            configs += [c for c in searched if c["name"] not in names]
             return ExperimentInfo(
                 name=snap["name"],
                 seed=int(snap.get("seed", 0)),
                 models=tuple(snap["models"]),
-                configs=tuple(ConfigInfo(c["name"], dict(c["params"]), dict(c.get("decoding") or {})) for c in snap["configs"]),
+                configs=tuple(ConfigInfo(c["name"], dict(c["params"]), dict(c.get("decoding") or {})) for c in configs),
                 sweep_defaults=dict(snap.get("sweep_defaults") or {}),
                 metrics=tuple(m["name"] for m in snap["metrics"]),
                 human=dict(snap.get("human") or {}),

@@ -36,10 +36,15 @@ never mixed):
   but its length penalty divides by the length of prompt + output (transformers: output
   only), it stops only at the tokenizer's EOS, and it keeps ``num_beams`` live beams until
   all are finished or ``max_new_tokens`` is reached (no early stopping heuristic).
-  ``early_stopping = true`` and ``repetition_penalty != 1`` are refused with beams.
+  ``early_stopping = true`` and ``repetition_penalty != 1`` are refused with beams
+  (``Engine.unsupported``: at ``harness check`` and ``run``, before anything runs).
 * ``beam_sample``: vLLM has no beam sampling; refused with a UserError.
-* ``repetition_penalty`` (sampling / greedy): applied to prompt and output tokens, like
-  transformers.
+* ``repetition_penalty`` (sampling / greedy): applied to prompt and output tokens before
+  temperature, like transformers' ``RepetitionPenaltyLogitsProcessor``.
+* ``min_p`` (sampling): ``SamplingParams.min_p``, the same threshold as transformers'
+  ``MinPLogitsWarper`` (probability at least ``min_p`` times the most likely token's, after
+  temperature). vLLM applies it before top-k/top-p, transformers after them; the two keep the
+  same tokens unless ``top_p < 1`` too, so that combination is refused (``unsupported``).
 """
 
 from __future__ import annotations
@@ -152,6 +157,9 @@ class VllmEngine(Engine):
         if value is not None:
             return float(value)
         return 0.9 if self.cuda() else 0.2
+
+    def unsupported(self, decoding: Decoding) -> str | None:
+        return unsupported_reason(decoding)
 
     # -- open
 
@@ -312,7 +320,7 @@ class VllmSession:
             common["logprobs"] = int(req.logprobs)
         if d.strategy == "greedy":
             return SamplingParams(temperature=0.0, **common)
-        return SamplingParams(temperature=d.temperature, top_k=max(0, d.top_k), top_p=d.top_p, seed=int(req.seed), **common)
+        return SamplingParams(temperature=d.temperature, top_k=max(0, d.top_k), top_p=d.top_p, min_p=d.min_p, seed=int(req.seed), **common)
 
     def _result(self, req: GenRequest, out: Any, seconds: float) -> GenResult:
         completion = out.outputs[0]
@@ -373,20 +381,30 @@ class VllmSession:
             pass
 
 
+def unsupported_reason(d: Decoding) -> str | None:
+    """Why vLLM cannot decode ``d`` as the harness defines it (None: it can) — refused, never silently changed."""
+    if d.strategy == "beam_sample":
+        return ("the vllm engine cannot run beam sampling (num_beams > 1 with sampling): vLLM has no beam sampling; "
+                "drop beam_sampling from the sweep or use [engine] name = 'transformers'")
+    if d.strategy not in ("greedy", "sample", "beam"):
+        return f"the vllm engine does not know the decoding strategy '{d.strategy}'"
+    if d.strategy == "beam" and d.repetition_penalty != 1.0:
+        return "vLLM's beam search has no repetition_penalty; use [engine] name = 'transformers'"
+    if d.strategy == "beam" and d.early_stopping:
+        return "vLLM's beam search has no early_stopping; use [engine] name = 'transformers'"
+    if d.strategy == "sample" and d.min_p > 0.0 and d.top_p < 1.0:
+        # transformers filters top-k, top-p, then min-p; vLLM min-p before top-k/top-p, so top-p's nucleus is taken
+        # over fewer tokens and keeps fewer: another distribution
+        return ("vLLM applies min_p before top_p (transformers after it), which keeps other tokens when both are set; "
+                "use one of them, or [engine] name = 'transformers'")
+    return None
+
+
 def check_decoding(d: Decoding) -> None:
     """Refuse what vLLM cannot do as the harness defines it (rather than silently doing something else)."""
-    if d.strategy == "beam_sample":
-        raise UserError(
-            "the vllm engine cannot run beam sampling (num_beams > 1 with sampling): vLLM has no beam sampling; "
-            "drop beam_sampling from the sweep or use [engine] name = 'transformers'",
-            key="engine.name",
-        )
-    if d.strategy not in ("greedy", "sample", "beam"):
-        raise UserError(f"the vllm engine does not know the decoding strategy '{d.strategy}'", key="engine.name")
-    if d.strategy == "beam" and d.repetition_penalty != 1.0:
-        raise UserError("vLLM's beam search has no repetition_penalty; use [engine] name = 'transformers'", key="engine.name")
-    if d.strategy == "beam" and d.early_stopping:
-        raise UserError("vLLM's beam search has no early_stopping; use [engine] name = 'transformers'", key="engine.name")
+    why = unsupported_reason(d)
+    if why:
+        raise UserError(why, key="engine.name")
 
 
 def token_logprobs(token_ids: Sequence[int], positions: Any, top_n: int, tokenizer: Any) -> tuple[TokenLogprob, ...] | None:
