@@ -363,9 +363,10 @@ def tiny_local(tmp_path_factory) -> Path:
     return local
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def by_hand(tmp_path_factory):
-    """Two nodes (1 CPU each) started with `ray start` by scripts/ray-local-cluster.sh; stopped however the tests end."""
+    """Two nodes (1 CPU each) started with `ray start` by scripts/ray-local-cluster.sh; stopped however the tests end,
+    and before the cluster_utils tests start (class scope)."""
     pytest.importorskip("ray")
     if shutil.which("setsid") is None:
         pytest.skip("scripts/ray-local-cluster.sh needs setsid (util-linux)")
@@ -389,34 +390,33 @@ def by_hand(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_cluster_started_by_hand_with_a_token_runs_the_default_as_the_local_executor_does(by_hand, tiny_local, tmp_path) -> None:
-    assert len((by_hand.home / ".ray" / "auth_token").read_text().strip()) == 64  # the token the script had Ray generate
-    on_ray = tiny_default(tmp_path / "ray", extra=f'[executor]\nname = "ray"\naddress = "{by_hand.address}"\n')
-    code, _, err = harness(on_ray, "run", "--all", env=by_hand.env, inherit=False, timeout=600)
-    assert code == 0, err
-    assert "trained 1 (reused 0), generated 12 (cached 0), scored 36 (cached 0)" in err, err
-    assert len(nodes_used(err)) == 2, err  # jobs ran on both nodes
-    assert report(on_ray) == report(tiny_local)
-    texts = "SELECT model, config, example_id, text FROM generations ORDER BY 1, 2, 3"
-    assert query(on_ray, texts) == query(tiny_local, texts)
+class TestAClusterStartedByHand:
+    def test_with_a_token_it_runs_the_default_as_the_local_executor_does(self, by_hand, tiny_local, tmp_path) -> None:
+        assert len((by_hand.home / ".ray" / "auth_token").read_text().strip()) == 64  # the token the script had Ray generate
+        on_ray = tiny_default(tmp_path / "ray", extra=f'[executor]\nname = "ray"\naddress = "{by_hand.address}"\n')
+        code, _, err = harness(on_ray, "run", "--all", env=by_hand.env, inherit=False, timeout=600)
+        assert code == 0, err
+        assert "trained 1 (reused 0), generated 12 (cached 0), scored 36 (cached 0)" in err, err
+        assert len(nodes_used(err)) == 2, err  # jobs ran on both nodes
+        assert report(on_ray) == report(tiny_local)
+        texts = "SELECT model, config, example_id, text FROM generations ORDER BY 1, 2, 3"
+        assert query(on_ray, texts) == query(tiny_local, texts)
 
-
-@pytest.mark.slow
-def test_a_driver_without_the_clusters_token_is_told_why_it_cannot_join(by_hand, tmp_path) -> None:
-    registries = {name: tiny_default(tmp_path / name, extra=f'[executor]\nname = "ray"\naddress = "{by_hand.address}"\n') for name in ("missing", "wrong")}
-    no_mode = {k: v for k, v in by_hand.env.items() if k != "RAY_AUTH_MODE"}  # the issue's case: a token on the machine, RAY_AUTH_MODE unset
-    envs = {"missing": no_mode, "wrong": by_hand.env | {"RAY_AUTH_TOKEN": "0" * 64}}
-    procs = {name: spawn(registries[name], "run", "--all", env=envs[name], inherit=False) for name in registries}  # Ray retries 20 s: both at once
-    errs = {}
-    for name, proc in procs.items():
-        _, errs[name] = proc.communicate(timeout=180)
-        assert proc.returncode == 2, errs[name]
-        assert "Traceback" not in errs[name]
-        assert query(registries[name], "SELECT COUNT(*) FROM generations") == [(0,)]
-    prefix = f"executor.address: cannot join the Ray cluster at '{by_hand.address}': "
-    assert prefix + "the cluster uses token authentication and this process sent no token: RAY_AUTH_MODE is unset here" in errs["missing"]
-    assert "this machine has one in ~/.ray/auth_token. Set RAY_AUTH_MODE=token" in errs["missing"]
-    assert prefix + "the cluster refused the token this process sent (from the RAY_AUTH_TOKEN variable): it is not the cluster's token" in errs["wrong"]
+    def test_a_driver_without_the_clusters_token_is_told_why_it_cannot_join(self, by_hand, tmp_path) -> None:
+        registries = {name: tiny_default(tmp_path / name, extra=f'[executor]\nname = "ray"\naddress = "{by_hand.address}"\n') for name in ("missing", "wrong")}
+        no_mode = {k: v for k, v in by_hand.env.items() if k != "RAY_AUTH_MODE"}  # the issue's case: a token on the machine, RAY_AUTH_MODE unset
+        envs = {"missing": no_mode, "wrong": by_hand.env | {"RAY_AUTH_TOKEN": "0" * 64}}
+        procs = {name: spawn(registries[name], "run", "--all", env=envs[name], inherit=False) for name in registries}  # Ray retries 20 s: both at once
+        errs = {}
+        for name, proc in procs.items():
+            _, errs[name] = proc.communicate(timeout=180)
+            assert proc.returncode == 2, errs[name]
+            assert "Traceback" not in errs[name]
+            assert query(registries[name], "SELECT COUNT(*) FROM generations") == [(0,)]
+        prefix = f"executor.address: cannot join the Ray cluster at '{by_hand.address}': "
+        assert prefix + "the cluster uses token authentication and this process sent no token: RAY_AUTH_MODE is unset here" in errs["missing"]
+        assert "this machine has one in ~/.ray/auth_token. Set RAY_AUTH_MODE=token" in errs["missing"]
+        assert prefix + "the cluster refused the token this process sent (from the RAY_AUTH_TOKEN variable): it is not the cluster's token" in errs["wrong"]
 
 
 N_GENERATIONS = 2 * len(fakes.STUDY_CONFIGS) * 8
