@@ -342,7 +342,7 @@ class RayExecutor(Executor):
         if secret:
             raise UserError(
                 f"{secret[0]} is not forwarded: Ray shows forwarded variables in its dashboard, and every node needs the "
-                "cluster's token itself to join (docs/distributed.md, \"By hand\")", key="executor.forward_env",
+                "cluster's token itself to join (docs/distributed.md, \"By hand, with Ray's token\")", key="executor.forward_env",
             )
         self._ray: Any = None
         self._owns = False  # this executor called ray.init (and so shuts it down)

@@ -87,7 +87,7 @@ def check_token_file() -> str | None:
         return f"RAY_AUTH_TOKEN_PATH names {path}, which cannot be read ({exc.strerror or exc}): put the cluster's token there (`ray get-auth-token` on the head prints it)"
 
 
-WHERE_TOKENS_GO = "in ~/.ray/auth_token, in a file named by RAY_AUTH_TOKEN_PATH, or in RAY_AUTH_TOKEN (docs/distributed.md, \"By hand\")"
+WHERE_TOKENS_GO = "in ~/.ray/auth_token, in a file named by RAY_AUTH_TOKEN_PATH, or in RAY_AUTH_TOKEN (docs/distributed.md, \"By hand, with Ray's token\")"
 
 
 def explain(exc: BaseException) -> str:
