@@ -373,19 +373,28 @@ class Store:
 
     # -- human ratings
 
-    def save_human_items(self, items: Sequence[tuple[str, str, str, str, str]], scale: str = "") -> None:
+    def save_human_items(self, items: Sequence[tuple[str, str, str, str, str]], scale: str) -> None:
         """Items of one output: (item_id, gen_key, model, config, example_id), exported for ``scale``.
 
-        An item already known keeps its row; its scale is updated when it is exported for another one.
+        An item keeps the scale it was first exported for, for ever: its ratings mean what that
+        scale says. An item already known on another scale raises ``ValueError`` and nothing is
+        saved (a request for another scale makes other items: :func:`harness.report.items.prepare_items`).
+        Only an item recorded without a scale (``''``, from before scales were recorded) takes ``scale``.
         """
         now = time.time()
         with self._tx():
+            known = dict(self._select_in("SELECT item_id, scale FROM human_items WHERE item_id IN ({})", [i[0] for i in items]))
+            other = sorted(i for i, s in known.items() if s and s != scale)
+            if other:
+                raise ValueError(
+                    f"item(s) {', '.join(other[:5])} were exported for the {known[other[0]]} scale; an item keeps its scale, "
+                    f"so a {scale} round needs items of its own"
+                )
             self.db.executemany(
                 "INSERT OR IGNORE INTO human_items(item_id, gen_key, model, config, example_id, exported, scale) VALUES(?,?,?,?,?,?,?)",
                 [(*i, now, scale) for i in items],
             )
-            if scale:
-                self.db.executemany("UPDATE human_items SET scale=? WHERE item_id=?", [(scale, i[0]) for i in items])
+            self.db.executemany("UPDATE human_items SET scale=? WHERE item_id=? AND scale=''", [(scale, i[0]) for i in items])
 
     def save_pair_items(self, items: Sequence[tuple[str, str, str, str, str, str, str, bool]]) -> None:
         """Pairwise items: (item_id, gen_key_a, gen_key_b, model, config_a, config_b, example_id, a_on_left)."""
