@@ -35,6 +35,7 @@ from typing import Any
 
 from .api import Example, ExampleScore, GenResult
 from .errors import UserError
+from .store_health import GuardedConnection, SpaceReserve, check_store
 
 #: bump when tables change incompatibly; a store of another version is refused with a clear message
 SCHEMA_VERSION = 2
@@ -109,11 +110,13 @@ class Store:
     def __init__(self, directory: Path, *, create: bool = True, threads: bool = False):
         self.directory = Path(directory)
         self.path = self.directory / STORE_NAME
+        self._check_integrity()
         try:
             if create:
                 self.directory.mkdir(parents=True, exist_ok=True)
             # threads: the connection is used from several threads (the rating page), one at a time (the caller locks)
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=not threads)
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=not threads, factory=GuardedConnection)
+            self.db.path = self.path
             self.db.execute("PRAGMA journal_mode=WAL")
         except (OSError, sqlite3.Error) as exc:
             why = getattr(exc, "strerror", None) or str(exc)
@@ -143,11 +146,29 @@ class Store:
                 file=self.path,
             )
 
+    def _check_integrity(self) -> None:
+        """Refuse a damaged store before anything is written to it (``harness.store_health.check_store``: exit 2, one message)."""
+        check_store(self.path)
+
+    def keep_reserve(self) -> None:
+        """Keep a little disk space beside the store while a run writes (``store_health.SpaceReserve``): given back
+        when the disk fills, so the run can still be recorded as interrupted. :meth:`close` or :meth:`release_reserve` ends it."""
+        reserve = SpaceReserve(self.directory)
+        reserve.keep()
+        self.db.reserve = reserve
+
+    def release_reserve(self) -> None:
+        reserve = getattr(self.db, "reserve", None)
+        if reserve is not None:
+            reserve.release()
+            self.db.reserve = None
+
     @classmethod
     def open_existing(cls, directory: Path, *, threads: bool = False) -> Store | None:
         return cls(directory, create=False, threads=threads) if (Path(directory) / STORE_NAME).exists() else None
 
     def close(self) -> None:
+        self.release_reserve()
         self.db.close()
 
     def _tx(self):
@@ -494,6 +515,16 @@ class _Transaction:
             self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if self.outer:
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if not self.outer:
+            return False
+        if exc_type is not None:
+            if self.db.in_transaction:  # SQLite may have rolled back already (a full disk, say)
+                self.db.execute("ROLLBACK")
+            return False
+        try:
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:  # a COMMIT that failed (a full disk) leaves the transaction open: nothing of it stays
+                self.db.execute("ROLLBACK")
+            raise
         return False

@@ -47,7 +47,7 @@ def human_export(output, fmt, n_per_cell, scale, pairwise, against, force, model
     results = Results.load(store, models=list(models) or None, configs=list(configs) or None, metrics=[])
     n = _n(n_per_cell, results)
     destination = Path(output)
-    existed = destination.exists()
+    created = [p for p in (destination, *destination.parents) if not p.exists()]  # deepest first
     written: list[Path] = []
     try:
         # the items are recorded only once the sheet is written: one transaction, rolled back if writing fails
@@ -58,8 +58,11 @@ def human_export(output, fmt, n_per_cell, scale, pairwise, against, force, model
         # the store does not know these items (the commit failed): a sheet of them could never be imported
         for path in written:
             path.unlink(missing_ok=True)
-        if not existed and destination.is_dir() and not any(destination.iterdir()):
-            destination.rmdir()
+        for folder in created:  # and the folders the export made, where empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     where = ", ".join(str(w) for w in written)
     again = written[0] if len(written) == 1 else output
