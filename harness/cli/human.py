@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from .common import handle_errors, open_store, registry_option, selection_options, store_option
+from .common import Terminated, handle_errors, open_store, registry_option, selection_options, store_option
 
 
 @click.group("human")
@@ -100,13 +100,16 @@ def human_serve(port, annotator, n_per_cell, scale, pairwise, against, models, c
     backend = StoreBackend(store, items, rated_on)
     server = serve(backend, port=port, annotator=annotator, announce=lambda line: click.echo(line))
     click.echo(f"{len(items)} {rated_on.name} items; every rating is saved in {store.path} as it is given. Ctrl-C stops the page.")
+    stopped: KeyboardInterrupt | None = None
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt as exc:  # Ctrl-C is how the page is stopped (exit 0); SIGTERM exits 143, as every command
+        stopped = exc
     finally:
         server.stop()
     click.echo(f"stopped: {backend.stored} rating(s) saved by this page")
+    if isinstance(stopped, Terminated):
+        raise stopped
 
 
 def _say_rounds(store, items, rated_on) -> None:
