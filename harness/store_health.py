@@ -40,6 +40,7 @@ import json
 import os
 import shutil
 import sqlite3
+import tempfile
 import weakref
 from pathlib import Path
 from typing import Any
@@ -308,6 +309,30 @@ class SpaceReserve:
 
     def release(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- a folder a store can be made in
+
+
+def probe_folder(directory: Path) -> str | None:
+    """Why no results store can be made in ``directory``, or None; tried the way a run makes one (the folders, then a
+    file in them) and undone: nothing is left behind."""
+    directory = Path(directory)
+    created = [p for p in (directory, *directory.parents) if not p.exists()]  # deepest first
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".harness-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    finally:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+    return None
 
 
 # --------------------------------------------------------------------------- sizes

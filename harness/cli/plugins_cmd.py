@@ -36,16 +36,34 @@ def plugins_cmd(as_json: bool) -> None:
 @click.argument("path", default=DEFAULT_REGISTRY, type=click.Path(dir_okay=False))
 @handle_errors
 def check_cmd(path: str) -> None:
-    """Validate an experiment file and its data without running anything; say how big the run is."""
+    """Validate an experiment file, its output folder and its data without running anything; say how big the run is.
+
+    The data is loaded (from the Hub, for a hub source), no model is. When the data cannot be
+    reached, everything else is checked first and the message says so (exit 2).
+    """
+    from ..errors import DataUnavailable, UserError
     from ..pipeline.runner import compute_split, plan_size
+    from ..store import STORE_NAME
+    from ..store_health import check_store, probe_folder
 
     exp, found = load(path)
-    train, test, n_records = compute_split(exp, found)
-    size = plan_size(exp, len(test))
+    # the output folder, as `harness split` will make it (nothing is left behind), and a store already there
+    why = probe_folder(exp.output_dir)
+    if why:
+        raise UserError(f"cannot create the results store in {exp.output_dir}: {why}", file=path, key="experiment.output_dir")
+    check_store(exp.output_dir / STORE_NAME)
     n_ft = sum(1 for m in exp.models if m.finetune)
+    summary = (
+        f"{len(exp.models)} models ({n_ft} fine-tuned), {len(exp.configs)} decoding configs, "
+        f"metrics {', '.join(exp.metrics)}, engine {exp.engine}, executor {exp.executor}"
+    )
+    try:
+        train, test, n_records = compute_split(exp, found)
+    except DataUnavailable as exc:
+        raise UserError(f"the experiment file is valid ({summary}); the data could not be checked: {exc.render()}", file=path) from None
+    size = plan_size(exp, len(test))
     click.echo(
-        f"{path}: ok — {len(exp.models)} models ({n_ft} fine-tuned), {len(exp.configs)} decoding configs, "
-        f"metrics {', '.join(exp.metrics)}, engine {exp.engine}, executor {exp.executor}\n"
+        f"{path}: ok — {summary}\n"
         f"data: {n_records} unique records ({exp.dataset.source}) → {len(train)} train / {len(test)} test examples (seed {exp.dataset.seed})\n"
         f"run: {size.describe()}"
     )

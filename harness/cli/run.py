@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from ..errors import UserError
-from ..store_health import DiskFull
+from ..store_health import DiskFull, probe_folder
 from .common import err, handle_errors, load, registry_option, selection_options
 
 
@@ -64,6 +64,9 @@ def run_stages(registry: str, stages: tuple[str, ...], models, configs, metrics,
             file=exp.path,
         )
     executor = plugins.create("executor", exp.executor, exp.executor_settings)
+    why = probe_folder(exp.output_dir)  # as `harness check` probes it: the same message from both
+    if why:
+        raise UserError(f"cannot create the results store in {exp.output_dir}: {why}", file=exp.path, key="experiment.output_dir")
     store = Store(exp.output_dir)
     try:
         _run(exp, plugins, store, executor, selection, stages, size, report)
