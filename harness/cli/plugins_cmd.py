@@ -20,16 +20,56 @@ def plugins_cmd(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([i.as_dict() for i in found.all()] + [f.as_dict() for f in found.failures], indent=2))
         return
-    from rich.table import Table
+    console = Console()
+    infos = list(found.all())
+    if _table_fits(infos, console.width):
+        from rich.table import Table
 
-    table = Table(title="harness plugins")
-    for col in ("name", "kind", "package", "version", "description"):
-        table.add_column(col)
-    for i in found.all():
-        table.add_row(i.name + (" (default)" if i.cls.is_default else ""), i.kind, i.package, i.version, i.cls.description)
-    Console().print(table)
+        table = Table(title="harness plugins")
+        for col in ("name", "kind", "package", "version"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("description")
+        for i in infos:
+            table.add_row(_name(i), i.kind, i.package, i.version, i.cls.description)
+        console.print(table)
+    else:
+        click.echo(plugins_list(infos, console.width), nl=False)
     for f in found.failures:
         err.print(f"[red]failed to load[/] {escape(f.name)} ({escape(f.package or 'unknown package')}): {escape(f.error)}", markup=True, soft_wrap=True)
+
+
+#: the narrowest description column the table is shown with; below it, a list by kind
+MIN_DESCRIPTION = 40
+
+
+def _name(info) -> str:
+    return info.name + (" (default)" if info.cls.is_default else "")
+
+
+def _table_fits(infos, width: int) -> bool:
+    """Whether the table shows every name, kind, package and version whole and leaves the descriptions room."""
+    if not infos:
+        return True
+    fixed = sum(max(len(h), *(len(v(i)) for i in infos)) for h, v in (
+        ("name", _name), ("kind", lambda i: i.kind), ("package", lambda i: i.package), ("version", lambda i: i.version)))
+    return width - fixed - 16 >= MIN_DESCRIPTION  # 16: rich's borders and padding for five columns
+
+
+def plugins_list(infos, width: int) -> str:
+    """The plugins grouped by kind for a narrow terminal: ``name  package version`` on one line, the description
+    wrapped under it; every name and package whole, no line wider than ``width`` (but a name longer than it)."""
+    import textwrap
+
+    lines = ["harness plugins"]
+    for kind in dict.fromkeys(i.kind for i in infos):
+        lines += ["", f"{kind}:"]
+        members = [i for i in infos if i.kind == kind]
+        pad = max(len(_name(i)) for i in members)
+        for i in members:
+            lines.append(f"  {_name(i):<{pad}}  {i.package} {i.version}".rstrip())
+            lines += textwrap.wrap(i.cls.description, width=max(width - 6, 20), initial_indent="      ", subsequent_indent="      ",
+                               break_on_hyphens=False, break_long_words=False)
+    return "\n".join(lines) + "\n"
 
 
 @click.command("check")

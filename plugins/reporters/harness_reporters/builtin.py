@@ -426,9 +426,9 @@ class MarkdownReporter(Reporter):
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
         grid, best = _grid(rows, context)
         cols = _columns(context, rows)
-        out = [f"# {context.get('experiment', 'Results')}", ""]
+        out = [f"# {_md_inline(context.get('experiment') or 'Results')}", ""]
         for model, configs in grid.items():
-            out += [f"## {model}", "", "| Config | " + " | ".join(l for _, l in cols) + " | n |", "|---" * (len(cols) + 2) + "|"]
+            out += [f"## {_md_inline(model)}", "", "| Config | " + " | ".join(l for _, l in cols) + " | n |", "|---" * (len(cols) + 2) + "|"]
             for config, cells in configs.items():
                 texts = []
                 for metric, _ in cols:
@@ -488,6 +488,22 @@ class MarkdownReporter(Reporter):
 
 def _md(text: str) -> str:
     return str(text).replace("|", "\\|")
+
+
+#: characters that Markdown reads as formatting in running text (headings, emphasis, links, code, tables)
+_MD_SPECIAL = set("\\`*_[]|~#!")
+
+
+def _md_inline(text: str) -> str:
+    """``text`` shown as written in Markdown (as the HTML report escapes it): formatting characters backslash-escaped,
+    HTML's ``<``, ``>`` and ``&`` as entities (renderers pass raw HTML through), line breaks as spaces."""
+    out = []
+    for ch in " ".join(str(text).splitlines()):
+        if ch in _MD_SPECIAL:
+            out.append("\\" + ch)
+        else:
+            out.append({"<": "&lt;", ">": "&gt;", "&": "&amp;"}.get(ch, ch))
+    return "".join(out)
 
 
 def _md_section(title: str, header: list[str], body: list[list[str]], *, empty: str) -> list[str]:
