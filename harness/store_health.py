@@ -13,12 +13,14 @@ first:
    file shorter than its header until SQLite replays the log.
 2. **``PRAGMA quick_check``** (every page of every table and index read and its structure
    verified) whenever the file changed since the last check that passed. Measured on a store
-   of 100,000 generations (225 MiB; ``bench/store_check.py``, BENCHMARKS.md): 0.2 s with the
-   file in the page cache and 0.8 s from disk, growing with the store (about 12 s warm for the
-   reference study's 6 million generations). That is too slow to pay on every ``harness
-   report`` or ``harness runs``, so a check that passed leaves a stamp beside the store
-   (``.harness.checked``: size, modification time, inode and device of the file and of its
-   write-ahead log), and an open whose file still matches the stamp does step 1 only.
+   of 100,000 generations (about 250 MiB; ``bench/store_check.py``, BENCHMARKS.md) on the
+   project's 2-core machine: 0.2 s with the file in the page cache and 0.8 s from disk when
+   the machine was quiet, 1.1 s and 2.0 s under a load of 15; it grows with the store (60
+   times as much for the reference study's 6 million generations). That is too slow to pay on
+   every ``harness report`` or ``harness runs``, so a check that passed leaves a stamp beside
+   the store (``.harness.checked``: size, modification time, inode and device of the file and
+   of its write-ahead log), and an open whose file still matches the stamp does step 1 only
+   (about 0.1 ms).
 
    What the stamp gives up, and why that is acceptable: overwriting bytes in place
    (``dd conv=notrunc``, a tool or a person editing the file) and truncating both change the
