@@ -15,6 +15,7 @@ from .human import human_group
 from .merge import merge_cmd
 from .plan import plan_cmd
 from .plugins_cmd import check_cmd, plugins_cmd
+from .recover import recover_cmd
 from .report import report_cmd
 from .run import STAGE_COMMANDS, run_cmd
 from .runs import runs_cmd
@@ -27,7 +28,7 @@ def main() -> None:
     """Fine-tune, sweep decoding settings, score and report — through plugins."""
 
 
-for command in (plugins_cmd, check_cmd, run_cmd, *STAGE_COMMANDS, report_cmd, human_group, analyze_cmd, plan_cmd, merge_cmd, runs_cmd, tune_cmd):
+for command in (plugins_cmd, check_cmd, run_cmd, *STAGE_COMMANDS, report_cmd, human_group, analyze_cmd, plan_cmd, merge_cmd, recover_cmd, runs_cmd, tune_cmd):
     main.add_command(command)
 
 __all__ = ["main"]

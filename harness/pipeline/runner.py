@@ -93,6 +93,15 @@ def plan_size(exp: Experiment, n_test: int, selection: Selection | None = None) 
     return PlanSize(len(models), sum(1 for m in models if m.finetune), len(configs), n_test, len(metrics))
 
 
+def space_needed(store: Store, size: PlanSize) -> int:
+    """About how many more bytes a run of ``size`` needs in ``store``: what the store holds per stored generation
+    (with its scores and records) times the generations still missing (a floor of a few KiB each on an empty store)."""
+    stored = store.db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    held = sum(p.stat().st_size for p in (store.path, Path(f"{store.path}-wal")) if p.exists())
+    per_generation = held / stored if stored else 4096 * (1 + size.metrics)
+    return int(per_generation * max(size.generations - stored, 0) * 1.25)
+
+
 @dataclass
 class RunStats:
     trained: int = 0

@@ -472,11 +472,11 @@ class MarkdownReporter(Reporter):
             return analysis_view.markdown(context)
         grid, best = _grid(rows, context)
         cols = _columns(context, rows)
-        out = [f"# {context.get('experiment', 'Results')}", ""]
+        out = [f"# {_md_inline(context.get('experiment') or 'Results')}", ""]
         ppi_on = has_ppi(context) and any(m == "human" for m, _ in cols)
         heads = [h for m, l in cols for h in ([l, PPI_LABEL] if m == "human" and ppi_on else [l])]
         for model, configs in grid.items():
-            out += [f"## {model}", "", "| Config | " + " | ".join(heads) + " | n |", "|---" * (len(heads) + 2) + "|"]
+            out += [f"## {_md_inline(model)}", "", "| Config | " + " | ".join(heads) + " | n |", "|---" * (len(heads) + 2) + "|"]
             for config, cells in configs.items():
                 texts = []
                 for metric, _ in cols:
@@ -543,6 +543,22 @@ class MarkdownReporter(Reporter):
 
 def _md(text: str) -> str:
     return str(text).replace("|", "\\|")
+
+
+#: characters that Markdown reads as formatting in running text (headings, emphasis, links, code, tables)
+_MD_SPECIAL = set("\\`*_[]|~#!")
+
+
+def _md_inline(text: str) -> str:
+    """``text`` shown as written in Markdown (as the HTML report escapes it): formatting characters backslash-escaped,
+    HTML's ``<``, ``>`` and ``&`` as entities (renderers pass raw HTML through), line breaks as spaces."""
+    out = []
+    for ch in " ".join(str(text).splitlines()):
+        if ch in _MD_SPECIAL:
+            out.append("\\" + ch)
+        else:
+            out.append({"<": "&lt;", ">": "&gt;", "&": "&amp;"}.get(ch, ch))
+    return "".join(out)
 
 
 def _md_section(title: str, header: list[str], body: list[list[str]], *, empty: str) -> list[str]:
