@@ -297,3 +297,25 @@ mount -o remount,size=16m {out}
     assert (tmp_path / "status").read_text().strip() == "[('interrupted',)]"
     assert (tmp_path / "second.rc").read_text().strip() == "0", (tmp_path / "second.err").read_text()
     assert json.loads((tmp_path / "report.json").read_text()) == finished[1]
+
+
+def test_recover_drops_a_row_whose_text_lies_on_pages_cut_off(tmp_path) -> None:
+    """SQLite reads the lost pages of a truncated file as zeros without an error: such a row is unreadable, not copied as NULs."""
+    from harness.recover import _copy_table, _open_damaged
+
+    path = tmp_path / "cut.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t(k TEXT PRIMARY KEY, text TEXT)")
+    con.execute("INSERT INTO t VALUES('short', 'fits on its page')")
+    con.execute("INSERT INTO t VALUES('long', ?)", ("word " * 4000,))  # spills onto overflow pages at the file's end
+    con.commit()
+    con.close()
+    with path.open("r+b") as fh:
+        fh.truncate(path.stat().st_size - 4096)
+    dst = sqlite3.connect(":memory:", isolation_level=None)
+    dst.execute("CREATE TABLE t(k TEXT PRIMARY KEY, text TEXT)")
+    got = _copy_table(_open_damaged(path), dst, "t", ["k", "text"])
+    rows = dict(dst.execute("SELECT k, text FROM t"))
+    assert "\x00" not in "".join(rows.values())
+    assert rows.get("short") == "fits on its page" and "long" not in rows
+    assert got.copied == 1 and got.unreadable == 1 and not got.complete
