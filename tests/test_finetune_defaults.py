@@ -196,6 +196,24 @@ def test_the_probe_leaves_no_trace():
     assert [r["fits"] for r in probe.results] == [True, False]
 
 
+def test_a_probe_pass_that_cannot_run_is_judged_by_the_estimate():
+    class Broken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, vocab_size=100)
+            self.w = torch.nn.Linear(2, 3)
+
+        def forward(self, **kwargs):
+            raise ValueError("this forward needs packed_seq_lengths")
+
+    per_token = batching.activation_bytes_per_token(Broken().config)
+    assert per_token == 2 * (10 * 64 + 3 * 128) * 2 + 100 * 4
+    probe = batching.CudaProbe(Broken(), vocab_size=100, memory=lambda rows, per_row, ckpt: (100_000, 0))
+    assert probe(1, 10, False)[0] is True  # 10 tokens x 4,496 bytes + Adam's 72 fit in 85,000
+    assert probe(1, 20, False)[0] is False  # 20 tokens do not
+    assert probe.results[0]["estimated"].startswith("ValueError: this forward needs")
+
+
 # --------------------------------------------------------------------------- cache keys
 
 

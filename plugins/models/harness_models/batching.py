@@ -127,7 +127,9 @@ def activation_bytes_per_token(config: Any) -> float:
 class CudaProbe:
     """``fits`` for :func:`plan`: one measured forward and backward pass per shape on the GPU.
 
-    ``set_checkpointing(bool)`` switches gradient checkpointing on the model for a probe (None:
+    A pass that raises anything but an out-of-memory error (a model whose training forward needs
+    more than ids and labels) is judged by :func:`activation_bytes_per_token` instead, and says so
+    in ``results``. ``set_checkpointing(bool)`` switches gradient checkpointing on the model for a probe (None:
     the adapter fixed it). ``memory`` replaces the CUDA memory readings in tests: a callable
     returning (budget_bytes, peak_bytes_after_the_pass).
     """
@@ -157,10 +159,13 @@ class CudaProbe:
         cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         was_training = self.model.training
         out_of_memory = False
+        failed: str | None = None
         try:
             self._pass(rows, tokens_per_row, device)
         except torch.OutOfMemoryError:
             out_of_memory = True
+        except Exception as exc:  # the pass itself cannot run here: judge this size by the estimate instead
+            failed = f"{type(exc).__name__}: {exc}"[:300]
         finally:
             self.model.zero_grad(set_to_none=True)
             torch.random.set_rng_state(cpu_state)
@@ -175,11 +180,18 @@ class CudaProbe:
             budget, peak = self.memory(rows, tokens_per_row, checkpointing)
         else:  # a CPU: the pass ran, nothing to measure
             budget, peak = float("inf"), 0.0
+        if failed is not None:
+            base = torch.cuda.memory_allocated(device) if cuda else 0.0
+            per_token = activation_bytes_per_token(getattr(self.model, "config", None)) / (3 if checkpointing else 1)
+            peak = base + rows * tokens_per_row * per_token
         # Adam keeps two fp32 moments per trainable weight beyond what the pass allocated
         need = peak + 8 * self.trainable
         ok = not out_of_memory and need <= MEMORY_SHARE * budget
         peak_gib = None if out_of_memory else round(peak / 2**30, 2)
-        self.results.append({"rows": rows, "tokens_per_row": tokens_per_row, "checkpointing": checkpointing, "peak_gib": peak_gib, "fits": ok})
+        record = {"rows": rows, "tokens_per_row": tokens_per_row, "checkpointing": checkpointing, "peak_gib": peak_gib, "fits": ok}
+        if failed is not None:
+            record["estimated"] = failed
+        self.results.append(record)
         return ok, peak_gib
 
     def _pass(self, rows: int, tokens_per_row: int, device: Any) -> None:

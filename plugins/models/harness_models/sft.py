@@ -27,6 +27,7 @@ do not change.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -209,6 +210,9 @@ def plan_batches(model: Any, tokenizer: Any, pairs: Sequence[TrainPair], ft: Fin
     chosen = batching.plan(ft, lengths, probe, can_checkpoint=switch is not None)
     if switch is not None:
         switch(chosen.gradient_checkpointing)
+    estimated = [r["estimated"] for r in probe.results if "estimated" in r]
+    if estimated:
+        chosen = dataclasses.replace(chosen, reason=f"{chosen.reason} (estimated: the probe pass raised {estimated[0]})")
     return chosen
 
 
