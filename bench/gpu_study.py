@@ -30,10 +30,10 @@ training does not apply; recomputation under gradient checkpointing is not count
 model's parameters less the input embedding (a lookup); against the card's dense bf16 peak
 (989 TFLOP/s for an H100 SXM or an H200). Attention's own FLOPs (~1% at these lengths) are left out.
 
-**Device calls** (estimates for one H100 from the figures in BENCHMARKS.md and shared/GUIDE.md §3:
-the fast loop at ~8.75 ms a step at the 7B shape, beams through ``generate`` at ~84 ms a step
-for 320 rows, QLoRA at 6.7k tokens/s before the new defaults; random weights never stop before
-``max_new_tokens``, so every answer is 256 tokens):
+**Device calls** (estimates for one H100 from the GPU figures in BENCHMARKS.md: the fast loop at
+~8.75 ms a step at the 7B shape, beams through ``generate`` at ~84 ms a step for 320 rows, QLoRA
+at 6.7k tokens/s before the new defaults; random weights never stop before ``max_new_tokens``,
+so every answer is 256 tokens):
 
 * here, once: ``bash bench/gpu_study_prepare.sh`` writes ``.gpuwheels/study/study.tar.part-aa`` (one
   ~19 MiB part: unsloth, bitsandbytes, trl, datasets, torchao, rouge-score, bert-score, …).

@@ -9,7 +9,7 @@
 # The calls to make, in order, are in bench/gpu_study.py's docstring.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-SITE=/tmp/site
+SITE=${GPU_STUDY_SITE:-/tmp/site}
 mkdir -p "$SITE"
 install_parts() {  # NAME PARTS... : join, check, unpack, install --no-deps into $SITE
   local name=$1; shift

@@ -11,7 +11,7 @@ Generation does not go through unsloth: :meth:`UnslothAdapter.load` builds the m
 adapter was trained on — the base weights quantised to NF4 exactly as unsloth quantises them
 (bitsandbytes, double quantisation, ``lm_head`` kept) — de-quantises it into 16-bit weights and
 merges the LoRA weights into them (what unsloth's ``save_pretrained_merged(...,
-"merged_16bit")`` writes, and what the study served with vLLM). A plain transformers model
+"merged_16bit")`` writes for serving, with vLLM say). A plain transformers model
 comes out, which the transformers engine's fast decoding loop (static cache, CUDA graphs)
 decodes; unsloth's own inference mode went through ``generate`` only. Without
 ``load_in_4bit`` the bf16 base is merged with the adapter directly.
@@ -285,7 +285,7 @@ def auto_checkpointing(model: Any, tokenizer: Any, pairs: Sequence[TrainPair], f
     from . import batching
 
     lengths = [len(ids) + 1 for ids in tokenizer([p.prompt + p.response for p in pairs], add_special_tokens=True)["input_ids"]]
-    step = ft.batch_size * ft.grad_accum if ft.auto_batch else ft.batch_size
+    step = ft.batch_size * ft.grad_accum if ft.auto_batch and ft.packing != "group_by_length" else ft.batch_size
     rows, per_row = batching.worst_tokens(lengths, step, ft.packing, ft.max_seq_length)
     need = rows * per_row * batching.activation_bytes_per_token(model.config)
     free, _ = torch.cuda.mem_get_info()
