@@ -202,12 +202,23 @@ class FinetuneSpec:
     max_seq_length: int = 512
     warmup_steps: int = 0
     weight_decay: float = 0.0
+    #: true: always; false: only where memory needs it (with ``auto_batch``, when not even one
+    #: example a forward pass fits without it)
     gradient_checkpointing: bool = False
     seed: int = 0
-    #: how examples become batches: "none" (padded batches in random order), "pack" (several
+    #: how examples become batches: "padding_free" (the batches of "none", each flattened into one
+    #: sequence without padding whose position ids restart at every example: the same examples and
+    #: the same loss, no padding), "none" (padded batches in random order), "pack" (several
     #: examples per row of up to max_seq_length tokens, no padding; batch_size then counts rows),
-    #: "group_by_length" (padded batches of examples of similar length)
-    packing: str = "none"
+    #: "group_by_length" (padded batches of examples of similar length). The default used to be
+    #: "none": keys hash the field against that former default (see :func:`non_default`)
+    packing: str = field(default="padding_free", metadata={"key_default": "none"})
+    #: true: the batch_size x grad_accum examples of an optimizer step go through the model in as
+    #: few forward passes as fit in memory (a GPU's free memory, measured; a CPU's token budget);
+    #: the step, its examples and its loss stay the same. false: grad_accum passes of batch_size
+    #: examples, as set ("group_by_length" always keeps them: its grouping depends on batch_size).
+    #: Keys hash it against false, the behaviour before it existed
+    auto_batch: bool = field(default=True, metadata={"key_default": False})
 
 
 @dataclass(frozen=True)
@@ -833,14 +844,20 @@ def non_default(obj: Any) -> dict[str, Any]:
     """A dataclass's fields that differ from their defaults: what cache keys hash.
 
     A field added later with a neutral default then leaves every existing key unchanged,
-    so cached adapters and generations survive the upgrade.
+    so cached adapters and generations survive the upgrade. A field whose default changed
+    keeps its former default as ``key_default`` in its metadata and is compared with that:
+    a result made under the old default is found again when the old value is asked for
+    explicitly, and never under the new default, which gets keys of its own.
     """
     from dataclasses import MISSING, fields
 
     out = {}
     for f in fields(obj):
         value = getattr(obj, f.name)
-        default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else MISSING)
+        if "key_default" in f.metadata:
+            default = f.metadata["key_default"]
+        else:
+            default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else MISSING)
         if default is MISSING or value != default:
             out[f.name] = value
     return out

@@ -36,7 +36,7 @@ from .plugins import Plugins
 TEMPLATES = ("alpaca", "chat")
 #: names that become file or folder names (models' adapter folders, the experiment's {name}): no separators, no ".."
 PATH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-PACKING = ("none", "pack", "group_by_length")
+PACKING = ("padding_free", "none", "pack", "group_by_length")
 SWEEP_MODES = ("one-at-a-time", "grid")
 
 
@@ -237,13 +237,20 @@ FINETUNE_KEYS = {
     "max_seq_length": Option(int, default=512, minimum=8),
     "warmup_steps": Option(int, default=0, minimum=0),
     "weight_decay": Option(float, default=0.0, minimum=0.0),
-    "gradient_checkpointing": Option(bool, default=False),
+    "gradient_checkpointing": Option(bool, default=False, help="true: always; false: only where memory needs it (with auto_batch)"),
     "seed": Option(int, default=0, minimum=0),
     "packing": Option(
         str,
-        default="none",
+        default="padding_free",
         choices=PACKING,
-        help="none: padded batches; pack: several examples per row of max_seq_length tokens (batch_size counts rows); group_by_length: batches of similar lengths",
+        help="padding_free: the batches of none without their padding (same examples, same loss); none: padded batches; "
+        "pack: several examples per row of max_seq_length tokens (batch_size counts rows); group_by_length: batches of similar lengths",
+    ),
+    "auto_batch": Option(
+        bool,
+        default=True,
+        help="the batch_size x grad_accum examples of a step in as few forward passes as fit in memory (same steps, same loss); "
+        "false: grad_accum passes of batch_size",
     ),
 }
 SWEEP_KEYS = {

@@ -38,6 +38,9 @@ REQUIREMENTS=(
   "trl==1.15.0"
   "datasets>=3.4.1,<5"
   "rouge-score>=0.1.2"
+  # the study's other metrics, for its end-to-end run at toy size (bench/gpu_study.py --smoke, tests/study)
+  "sacrebleu>=2.4"
+  "bert-score>=0.3.13"
   "pytest>=8"
 )
 

@@ -11,13 +11,14 @@ from harness.api import FinetuneSpec, ModelSpec, NullProgress, TrainPair
 from harness.errors import UserError
 from harness.registry import FINETUNE_KEYS, PACKING, load_experiment
 
-MODES = ("none", "pack", "group_by_length")
+MODES = ("padding_free", "none", "pack", "group_by_length")
 
 
-def test_packing_is_a_finetune_key_with_three_modes(fake_plugins, fake_registry):
-    assert PACKING == MODES and FINETUNE_KEYS["packing"].default == "none" == FinetuneSpec().packing
+def test_packing_is_a_finetune_key_with_four_modes(fake_plugins, fake_registry):
+    assert PACKING == MODES and FINETUNE_KEYS["packing"].default == "padding_free" == FinetuneSpec().packing
+    assert FINETUNE_KEYS["auto_batch"].default is True is FinetuneSpec().auto_batch
     exp = load_experiment(fake_registry, fake_plugins)
-    assert [m.finetune.packing for m in exp.models if m.finetune] == ["none"]
+    assert [m.finetune.packing for m in exp.models if m.finetune] == ["padding_free"]
 
 
 @pytest.mark.parametrize("mode", MODES)

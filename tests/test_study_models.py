@@ -1,7 +1,8 @@
 """The study adapters' cheap paths, in the main environment (no unsloth, no weights, no network).
 
 Registration, identity, the architecture check (it reads only config.json, before
-unsloth is imported), a missing unsloth, bitsandbytes that cannot run, and hub errors.
+unsloth is imported), a missing unsloth (training needs it; generation does not), bitsandbytes
+that cannot run, and hub errors.
 The full train/load/generate round trip runs in tests/study (its own venv).
 """
 
@@ -97,9 +98,10 @@ def test_architecture_mismatch(cls, arch, expected, configs, tmp_path):
 
 @pytest.mark.parametrize("cls,arch", [(UnslothLlama, "llama"), (UnslothMistral, "mistral")])
 def test_missing_unsloth(cls, arch, configs, tmp_path, monkeypatch):
+    """Fine-tuning needs unsloth (generation does not: load builds a plain transformers model)."""
     monkeypatch.setitem(sys.modules, "unsloth", None)  # as if not installed, whether or not it is
     with pytest.raises(MissingDependency) as info:
-        cls({}).load(spec_for(cls, str(configs[arch]), tmp_path), None)
+        cls({}).train(spec_for(cls, str(configs[arch]), tmp_path), [], tmp_path, NullProgress())
     msg = str(info.value)
     assert "'unsloth'" in msg and "pip install 'llm-decoding-harness[unsloth]'" in msg and "\n" not in msg
     assert info.value.exit_code == 2
@@ -116,7 +118,7 @@ def test_unsloth_that_refuses_to_start_is_one_user_error(configs, tmp_path, monk
     monkeypatch.delitem(sys.modules, "unsloth", raising=False)
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(UserError, match="unsloth is installed but failed to start.*torch accelerator"):
-        UnslothLlama({}).load(spec_for(UnslothLlama, str(configs["llama"]), tmp_path), None)
+        UnslothLlama({}).train(spec_for(UnslothLlama, str(configs["llama"]), tmp_path), [], tmp_path, NullProgress())
 
 
 def test_bitsandbytes_missing_or_broken(monkeypatch):

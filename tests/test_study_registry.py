@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDY = ROOT / "registries" / "alpaca-study.toml"
 
 STUDY_CONFIGS = [
+    "top_k_50_num_beams_1_temp_0.8",  # the defaults themselves (include_defaults): the report's baseline
     "top_k_10_num_beams_1_temp_0.8",
     "top_k_25_num_beams_1_temp_0.8",
     "top_k_40_num_beams_1_temp_0.8",
@@ -65,6 +66,7 @@ def test_study_registry_validates():
     assert models["mistral-7b"].options["load_in_4bit"] is True
 
     assert [c.name for c in exp.configs] == STUDY_CONFIGS
+    assert exp.baseline() == "top_k_50_num_beams_1_temp_0.8"
     beams = [c for c in exp.configs if c.params["num_beams"] > 1]
     assert all(c.decoding.strategy == "beam" for c in beams)
     assert exp.engine == "transformers"

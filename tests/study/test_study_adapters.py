@@ -117,8 +117,12 @@ def test_adapter_end_to_end(cls, arch, load_in_4bit, targets, checkpoints, tmp_p
     # load base + adapter for inference
     loaded = adapter.load(spec, out_dir)
     assert loaded.model is not None and loaded.tokenizer.pad_token is not None
-    if load_in_4bit:
-        assert any(type(m).__name__ == "Linear4bit" or "4bit" in type(m).__name__ for m in loaded.model.modules())
+    four_bit = any("4bit" in type(m).__name__ for m in loaded.model.modules())
+    if cls is PeftPhi2:  # PEFT keeps the 4-bit base and the LoRA branches
+        assert four_bit is load_in_4bit
+    else:  # unsloth's: the NF4 weights de-quantised, LoRA merged into them: a plain model the fast loop decodes
+        assert not four_bit and not any("lora" in n for n, _ in loaded.model.named_parameters())
+        assert loaded.info["load_in_4bit"] is load_in_4bit and loaded.generate is None
     vocab = loaded.model.get_output_embeddings().weight.shape[0]
     prompts = [render_prompt(e, "alpaca") for e in exs[:3]]
 
@@ -197,10 +201,10 @@ def test_architecture_mismatch_is_a_user_error(cls, arch, found, expected, check
 
 
 @pytest.mark.parametrize("cls", [UnslothLlama, UnslothMistral])
-def test_missing_unsloth_names_the_extra(cls, checkpoints, monkeypatch):
+def test_missing_unsloth_names_the_extra(cls, checkpoints, monkeypatch, tmp_path):
     spec = make_spec(cls, checkpoints(cls.model_type), False)
     monkeypatch.setitem(sys.modules, "unsloth", None)  # `import unsloth` now fails as if not installed
     with pytest.raises(MissingDependency) as info:
-        cls({}).load(spec, None)
+        cls({}).train(spec, [], tmp_path, NullProgress())
     msg = str(info.value)
     assert "'unsloth'" in msg and "[unsloth]" in msg and "\n" not in msg

@@ -1,14 +1,24 @@
-"""``unsloth-llama`` and ``unsloth-mistral``: QLoRA fine-tuning and inference through unsloth.
+"""``unsloth-llama`` and ``unsloth-mistral``: QLoRA fine-tuning through unsloth.
 
 The reference study fine-tuned Llama-2-7B and Mistral-7B with unsloth: the base model
 loaded in 4-bit NF4 (``FastLanguageModel.from_pretrained(..., load_in_4bit=True)``), LoRA
-on every attention and MLP projection (``get_peft_model``), TRL's SFTTrainer with the
-loss on the response only, and generation in unsloth's inference mode
-(``FastLanguageModel.for_inference``).
+on every attention and MLP projection (``get_peft_model``) and TRL's SFTTrainer with the
+loss on the response only. Training here is exactly that, with the harness's batching
+(``finetune.packing`` / ``auto_batch``, see :mod:`harness_models.sft`) and gradient
+checkpointing only where memory needs it (option ``gradient_checkpointing = "auto"``).
+
+Generation does not go through unsloth: :meth:`UnslothAdapter.load` builds the model the
+adapter was trained on — the base weights quantised to NF4 exactly as unsloth quantises them
+(bitsandbytes, double quantisation, ``lm_head`` kept) — de-quantises it into 16-bit weights and
+merges the LoRA weights into them (what unsloth's ``save_pretrained_merged(...,
+"merged_16bit")`` writes for serving, with vLLM say). A plain transformers model
+comes out, which the transformers engine's fast decoding loop (static cache, CUDA graphs)
+decodes; unsloth's own inference mode went through ``generate`` only. Without
+``load_in_4bit`` the bf16 base is merged with the adapter directly.
 
 unsloth patches transformers, PEFT and TRL globally when it is imported, so it is
-imported only inside the methods of these adapters, i.e. only in a run that uses one of
-them. It is an optional dependency: ``pip install 'llm-decoding-harness[unsloth]'``.
+imported only inside ``train``, i.e. only in a run that fine-tunes with one of these
+adapters. It is an optional dependency: ``pip install 'llm-decoding-harness[unsloth]'``.
 """
 
 from __future__ import annotations
@@ -28,13 +38,16 @@ from . import loading, sft
 from .peft_lora import DEFAULT_TARGETS, _hub_errors, check_bitsandbytes, check_model_type, load_tokenizer
 
 #: what ``gradient_checkpointing`` maps to in ``get_peft_model(use_gradient_checkpointing=...)``
-_CHECKPOINTING = {"unsloth": "unsloth", "true": True, "false": False}
+#: ("auto" is decided per run: :func:`auto_checkpointing`)
+_CHECKPOINTING = {"auto": None, "unsloth": "unsloth", "true": True, "false": False}
 
 
 class UnslothAdapter(ModelAdapter):
     """Shared base of the unsloth adapters; a subclass sets ``name``, ``model_type`` and ``default_base_model``."""
 
-    version = "1"
+    # 2: generation from the de-quantised, merged model (was unsloth's inference mode over the
+    #    4-bit model); padding-free batches and the automatic micro-batch by default
+    version = "2"
     #: the ``config.model_type`` this adapter accepts
     model_type: ClassVar[str] = ""
     #: the reference study's base model (documentation; registry.toml names the base model)
@@ -58,9 +71,10 @@ class UnslothAdapter(ModelAdapter):
         ),
         "gradient_checkpointing": Option(
             str,
-            default="unsloth",
+            default="auto",
             choices=tuple(_CHECKPOINTING),
-            help="unsloth: unsloth's offloaded checkpointing (least memory); true: standard; "
+            help="auto: off when the largest micro-batch fits in GPU memory without it, else unsloth's; "
+            "unsloth: unsloth's offloaded checkpointing (least memory); true: standard; "
             "false: off unless finetune.gradient_checkpointing = true",
         ),
     }
@@ -94,7 +108,9 @@ class UnslothAdapter(ModelAdapter):
         torch = _import("torch")
         model, tok = self._from_pretrained(spec, fast, max(o["max_seq_length"], ft.max_seq_length), ft.seed)
         checkpointing = _CHECKPOINTING[o["gradient_checkpointing"]]
-        if checkpointing is False and ft.gradient_checkpointing:
+        if checkpointing is None:
+            checkpointing = True if ft.gradient_checkpointing else auto_checkpointing(model, tok, pairs, ft)
+        elif checkpointing is False and ft.gradient_checkpointing:
             checkpointing = True
         model = fast.get_peft_model(
             model,
@@ -122,6 +138,7 @@ class UnslothAdapter(ModelAdapter):
             fp16=dtype == torch.float16,
             extra_args={"use_cpu": not cuda},
             fused_loss=True,  # unsloth serves TRL's fused LM-head loss with its own kernel, CPU included
+            probe_checkpointing=None,  # decided above, on the model: the micro-batch probe keeps it
         )
         summary.update(
             device="cuda" if cuda else "cpu",
@@ -133,25 +150,38 @@ class UnslothAdapter(ModelAdapter):
         return summary
 
     def load(self, spec: ModelSpec, adapter_dir: Path | None) -> LoadedModel:
+        """The trained model as plain 16-bit weights: NF4 base (when 4-bit) de-quantised, LoRA merged in."""
         o = self._opts(spec)
-        fast = self._fast_language_model(spec)
-        model, tok = self._from_pretrained(spec, fast, o["max_seq_length"], 0)
+        torch = _import("torch")
+        transformers = _import("transformers")
+        loading.quiet_hf()
+        path = loading.resolve(spec.base_model, spec.base_dir)
+        check_model_type(spec, path, self.name, (self.model_type,), self._hub_kwargs(spec))
+        cuda = torch.cuda.is_available()
+        dtype = generation_dtype(o["dtype"], cuda)
+        kwargs: dict[str, Any] = {"dtype": dtype, **self._hub_kwargs(spec)}
+        if o["load_in_4bit"]:
+            check_bitsandbytes()
+            kwargs["quantization_config"] = nf4_config(dtype)
+            kwargs["device_map"] = {"": 0} if cuda else {"": "cpu"}
+        with _hub_errors(spec), _bnb_errors(spec, o["load_in_4bit"]):
+            model = transformers.AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if o["load_in_4bit"]:
+            model = model.dequantize(dtype=dtype)  # the NF4 weights the adapter was trained against, in the compute dtype
+        else:
+            model.to("cuda" if cuda else "cpu")
         if adapter_dir is not None:
             peft = _import("peft")
-            model = peft.PeftModel.from_pretrained(model, str(adapter_dir))
-        fast.for_inference(model)  # unsloth's fast generation path; set again before every generate below
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
+            model = peft.PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+        model.eval()
+        tok = self.tokenizer(spec)
         info = {
             "device": str(next(model.parameters()).device),
-            "dtype": str(_compute_dtype(model)),
+            "dtype": str(dtype),
             "load_in_4bit": o["load_in_4bit"],
-            "unsloth": _version("unsloth"),
+            "weights": "nf4 de-quantised, LoRA merged" if o["load_in_4bit"] else "LoRA merged",
         }
-        loaded = LoadedModel(model, tok, info)
-        if "generate" in {f.name for f in dataclasses.fields(LoadedModel)}:
-            loaded.generate = _InferenceGenerate(fast, model)  # type: ignore[attr-defined]
-        return loaded
+        return LoadedModel(model, tok, info)
 
     # -- helpers
 
@@ -205,18 +235,6 @@ class UnslothMistral(UnslothAdapter):
     default_base_model = "mistralai/Mistral-7B-v0.1"
 
 
-class _InferenceGenerate:
-    """``LoadedModel.generate``: ``model.generate`` inside unsloth's inference mode."""
-
-    def __init__(self, fast: Any, model: Any):
-        self.fast = fast
-        self.model = model
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.fast.for_inference(self.model)
-        return self.model.generate(*args, **kwargs)
-
-
 class _bnb_errors:
     """A 4-bit load that fails inside bitsandbytes becomes one UserError."""
 
@@ -252,6 +270,48 @@ def import_unsloth(adapter: str) -> Any:
     except Exception as exc:  # unsloth refuses to start on some machines
         raise UserError(f"unsloth is installed but failed to start on this machine ({type(exc).__name__}: {exc})") from None
     return FastLanguageModel
+
+
+def auto_checkpointing(model: Any, tokenizer: Any, pairs: Sequence[TrainPair], ft: Any) -> Any:
+    """``gradient_checkpointing = "auto"``: False when the largest micro-batch of ``ft`` fits in free GPU memory without it, else "unsloth".
+
+    Estimated before the LoRA layers exist (unsloth sets checkpointing up with them): the worst
+    pass of ``batch_size × grad_accum`` examples times :func:`~harness_models.batching.activation_bytes_per_token`.
+    On a CPU: False (memory is the token budget's concern).
+    """
+    torch = _import("torch")
+    if not torch.cuda.is_available():
+        return False
+    from . import batching
+
+    lengths = [len(ids) + 1 for ids in tokenizer([p.prompt + p.response for p in pairs], add_special_tokens=True)["input_ids"]]
+    step = ft.batch_size * ft.grad_accum if ft.auto_batch and ft.packing != "group_by_length" else ft.batch_size
+    rows, per_row = batching.worst_tokens(lengths, step, ft.packing, ft.max_seq_length)
+    need = rows * per_row * batching.activation_bytes_per_token(model.config)
+    free, _ = torch.cuda.mem_get_info()
+    return False if need <= batching.MEMORY_SHARE * free else "unsloth"
+
+
+def generation_dtype(choice: str, cuda: bool) -> Any:
+    """The dtype generation computes in: the option, or bf16 on GPUs that have it, fp16 on others, fp32 on a CPU."""
+    torch = _import("torch")
+    if choice != "auto":
+        return getattr(torch, choice)
+    if cuda:
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def nf4_config(dtype: Any) -> Any:
+    """unsloth's 4-bit quantisation (``FastLanguageModel.from_pretrained(load_in_4bit=True)``): NF4, double quantisation, ``lm_head`` kept."""
+    transformers = _import("transformers")
+    return transformers.BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+        llm_int8_skip_modules=["lm_head"],
+    )
 
 
 def _compute_dtype(model: Any) -> Any:
