@@ -108,6 +108,6 @@ def test_check_of_the_study_with_the_hub_unreachable_is_quick_and_clear(monkeypa
     assert result.exit_code == 2, result.output
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in result.output and "Retrying" not in result.output
-    assert line.startswith(f"error: {STUDY}: the experiment file is valid (3 models (3 fine-tuned), 12 decoding configs")
+    assert line.startswith(f"error: {STUDY}: the experiment file is valid (3 models (3 fine-tuned), 13 decoding configs")
     assert "the data could not be checked: dataset.source: the Hugging Face Hub is unreachable" in line
     assert f"127.0.0.1:{port}" in line and "HF_HUB_OFFLINE=1" in line
