@@ -73,7 +73,9 @@ def eos_often(toy, monkeypatch):
         for t in tok(text, add_special_tokens=False)["input_ids"]:
             counts[t] = counts.get(t, 0) + 1
     frequent = sorted(counts, key=counts.get, reverse=True)[:2]
+    # both configs, both restored: transformers' generate copies a changed model config into generation_config
     monkeypatch.setattr(model.config, "eos_token_id", [tok.eos_token_id, *frequent])
+    monkeypatch.setattr(model.generation_config, "eos_token_id", [tok.eos_token_id, *frequent])
     return frequent
 
 
@@ -197,6 +199,40 @@ def test_rows_of_different_lengths_and_partial_configs_per_prompt(toy):
             want[f"{j}-{i}"] = alone[str(n)]
     got = {r.key: (r.text, r.new_tokens, r.prompt_tokens, r.finish_reason) for b in quick.generate(requests, NullProgress()) for r in b}
     assert got == want
+
+
+def test_the_gpu_control_flow_runs_on_a_cpu_with_graphs_that_replay_the_step(toy, monkeypatch):
+    """``cuda_graphs`` on, as on a GPU: steps prepared per family before decoding, windows of slots, a smaller last
+    batch padded to the call's batch, every step a "replay" — here a stand-in graph that runs the captured step
+    eagerly on the same state, as a CUDA graph replays its kernels. The texts stay generate's."""
+    from types import SimpleNamespace
+
+    model, tok, prompts = toy
+    plain, quick = _sessions(model, tok, 3)
+    fast = quick.fast
+    fast.cuda_graphs = True
+    captured = []
+
+    def capture(st, sel, limit=None):
+        limit = st.length if limit is None else limit
+        captured.append((st.shape, limit))
+        st.graphs[(sel, st.compiled, limit)] = SimpleNamespace(replay=lambda: fast._step(st, sel, limit))
+
+    monkeypatch.setattr(fast, "_capture", capture)
+    monkeypatch.setattr(fast, "_should_compile", lambda st, sel, steps_ahead: False)
+    replays = []
+    real_loop = fast._loop
+    monkeypatch.setattr(fast, "_loop", lambda st, sel, n, done: replays.append(st.shape) or real_loop(st, sel, n, done))
+    requests = [GenRequest(f"{j}-{i}", p, d, seed=100 + i) for j, d in enumerate(MIX) for i, p in enumerate(prompts)]
+    got = {r.key: (r.text, r.new_tokens, r.prompt_tokens, r.finish_reason) for b in quick.generate(requests, NullProgress()) for r in b}
+    want = {f"{j}-{k}": v for j, d in enumerate(MIX) for k, v in _run(plain, d, prompts).items()}
+    assert got == want
+    shapes = {shape for shape, _ in captured}
+    assert {(p, w) for p, w, _, _ in shapes} == {(3, 8), (3, 2), (3, 3)}  # 7 prompts in batches of 3, 3, 1: the last padded to 3
+    windows = {s: sorted({limit for shape, limit in captured if shape == s}) for s in shapes}
+    assert all(windows[s] == fast._limits(fast.states[s]) and windows[s][-1] == s[2] for s in shapes)  # up to four windows, the last all slots
+    assert windows[(3, 8, 160, 12)] == [96, 112, 144, 160]  # the widest state: four (rounded to 16 slots, smaller ones merge)
+    assert set(replays) == shapes
 
 
 def test_beam_sampling_still_goes_through_generate_in_a_mixed_call(toy):

@@ -196,15 +196,28 @@ def test_loop_options(toy):
 
 
 @pytest.mark.slow
-def test_the_compiled_fast_loop_gives_the_same_text(toy):
+def test_the_compiled_fast_loop_gives_the_same_text(toy, tmp_path, monkeypatch):
+    """Compiled on a CPU (compile = true): same text; the compile shows as a progress line of its own, in its cache folder."""
     model, tok, prompts = toy
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
     plain, quick = _sessions(model, tok, 7, compile=True)
     torch._dynamo.reset()
+    lines = []
+
+    class Recording(NullProgress):
+        def line(self, text, console=False):
+            lines.append(text)
+
     try:
         for decoding in (GREEDY, SAMPLE):
-            assert _run(quick, decoding, prompts) == _run(plain, decoding, prompts)
+            requests = [GenRequest(f"{i}", p, decoding, seed=i) for i, p in enumerate(prompts)]
+            got = {r.key: (r.text, r.new_tokens, r.prompt_tokens, r.finish_reason) for b in quick.generate(requests, Recording()) for r in b}
+            assert got == _run(plain, decoding, prompts)
     finally:
         torch._dynamo.reset()
+    assert lines and lines[0].startswith("compiling: 1 decoding step(s) captured, 1 compiled, in ")
+    assert quick.compile_seconds > 0 and quick.fast.compiled_shapes == 1
+    assert list((tmp_path / "compile").glob("*/times.json"))  # the compile time is kept for the next run's decision
 
 
 # --------------------------------------------------------------------------- SmolLM2

@@ -28,7 +28,11 @@ selector): a step is one graph replay. The host reads "all finished?" every ``sy
 transformers' ``AttentionInterface``: plain ``scaled_dot_product_attention`` over the static cache
 with the 4-D mask, except that grouped-query heads are folded into the query length instead of
 repeating keys and values per head (transformers' ``repeat_kv`` copies the whole cache every layer
-every step when a mask is given).
+every step when a mask is given), and that it reads only a *window* of the slots: on a CPU the
+slots written so far, on a GPU the first of ``windows`` (default 4) captured graphs whose window
+covers them — a prompt's rows fill ``width`` slots a step, so without windows attention would read
+the whole generated region from the first step on (windows are off for a compiled step: each would
+compile again).
 
 **Prefill** runs eagerly on the left-padded prompts, as ``generate`` does (a 2-D mask, positions
 counted from the first real token, a dynamic cache, logits of the last position).
@@ -57,6 +61,10 @@ MAX_STATES = 3
 ATTENTION = "harness_decode"
 #: what compiling is expected to save per step of a captured graph (issue 20: 2x slower without compile)
 COMPILE_GAIN = 0.5
+#: graphs per uncompiled state on a GPU, each attending over a longer prefix of the generated slots
+WINDOWS = 4
+#: the slots :func:`decode_attention` reads in the current forward (None: all); set around a forward by the loop
+_WINDOW: list[int | None] = [None]
 
 
 @dataclass(frozen=True)
@@ -178,7 +186,7 @@ class FastDecoder:
     """
 
     def __init__(self, model: Any, *, eos_ids: list[int], pad_id: int, compile: bool | None = False, cuda_graphs: bool = True,
-                 sync_every: int = 8, compile_cache: Any = None):
+                 sync_every: int = 8, compile_cache: Any = None, windows: int = WINDOWS):
         import inspect
 
         import torch
@@ -190,6 +198,7 @@ class FastDecoder:
         self.eos = torch.tensor(list(eos_ids) or [-1], dtype=torch.long, device=self.device)
         self.cuda_graphs = bool(cuda_graphs) and self.device.type == "cuda"
         self.sync_every = max(1, int(sync_every))
+        self.windows = max(1, int(windows))
         self.states: OrderedDict[tuple[int, int, int, int], State] = OrderedDict()
         self.base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.config = self.base.config
@@ -206,6 +215,9 @@ class FastDecoder:
         self.compile_cache = compile_cache
         self.step_seconds: dict[tuple[int, int, int, int], float] = {}  # measured eager graph replay, per shape
         self._compiled_shapes: set[tuple[int, int, int, int]] = set()
+        self._decided: dict[tuple[int, int, int, int], bool] = {}  # compile or not, per shape (outlives evicted states)
+        self._clock = time.perf_counter
+        self._gen0 = 0  # the current batch's first generated slot, on the host (a CPU step's window)
         self._compiled = None
         if compile or (compile is None and self.device.type == "cuda"):
             import torch._dynamo
@@ -214,6 +226,11 @@ class FastDecoder:
                 if hasattr(torch._dynamo.config, name):
                     setattr(torch._dynamo.config, name, max(64, getattr(torch._dynamo.config, name)))
             self._compiled = torch.compile(self._forward_eager, dynamic=False, fullgraph=False)
+
+    @property
+    def compiled_shapes(self) -> int:
+        """Step shapes compiled by this decoder so far."""
+        return len(self._compiled_shapes)
 
     @property
     def compiled(self) -> bool:
@@ -305,10 +322,11 @@ class FastDecoder:
         st = self._state(prompts, width, cache_len, new_tokens)
         self._benign(st)
         if self.cuda_graphs:
-            if not st.compiled and self._should_compile(st, selector, steps_ahead):
-                st.compiled = True
-            if (selector, st.compiled) not in st.graphs:
-                self._capture(st, selector)
+            if st.shape not in self._decided:
+                st.compiled = self._decided[st.shape] = st.compiled or self._should_compile(st, selector, steps_ahead)
+            for limit in self._limits(st):
+                if (selector, st.compiled, limit) not in st.graphs:
+                    self._capture(st, selector, limit)
         else:  # compile = true on a CPU: compile by running the step
             self._warm(st, selector)
         spent = time.perf_counter() - t0
@@ -359,7 +377,7 @@ class FastDecoder:
             limit=zeros(prompts, width), run_scores=torch.zeros(prompts, width, device=d), run_seq=zeros(prompts, width, new),
             fin_seq=zeros(prompts, width, new), fin_scores=torch.zeros(prompts, width, device=d),
             fin_done=zeros(prompts, width, dtype=torch.bool), heur=zeros(prompts, 1, dtype=torch.bool), stop=zeros(1, dtype=torch.bool),
-            compiled=self.compile_mode is True,
+            compiled=self._decided.get(key, self.compile_mode is True),
         )
         self.states[key] = st
         return st
@@ -391,6 +409,7 @@ class FastDecoder:
         st.history[:, :, p:] = ids[:, None, :1]
         st.pos.copy_(prefix.lengths.index_select(0, idx)[:, None])
         st.gen0.fill_(p)
+        self._gen0 = p
         st.step.zero_()
         st.finished.zero_()
         st.out.fill_(self.pad_id)
@@ -420,11 +439,32 @@ class FastDecoder:
     def _forward_eager(self, cur: Any, pos: Any, mask: Any, cache: Any) -> Any:
         return self.model(input_ids=cur, position_ids=pos, attention_mask=mask, past_key_values=cache, use_cache=True).logits.float()
 
-    def _forward(self, st: State) -> Any:
-        """Logits (prompts * width, vocab) for the tokens ``st.cur``, written into the cache at the next slots."""
+    def _limits(self, st: State) -> list[int]:
+        """The windows of a state's captured graphs: slot counts, the last the whole cache."""
+        if not (self.cuda_graphs and self._attention and not st.compiled and self.windows > 1):
+            return [st.length]
+        base, generated = st.length - st.width * st.new, st.width * st.new
+        return sorted({min(st.length, -(-(base + -(-generated * (w + 1) // self.windows)) // 16) * 16) for w in range(self.windows)})
+
+    def _window(self, st: State, steps: int) -> int | None:
+        """Slots the forward of step ``steps`` must see: on a GPU the smallest captured window that covers them, on a CPU exactly them."""
+        if not self._attention or (st.compiled and not self.cuda_graphs):  # a compiled step keeps one shape
+            return None
+        if self.cuda_graphs:
+            need = st.length - st.width * st.new + steps * st.width
+            return next(limit for limit in self._limits(st) if limit >= need)
+        return min(st.length, -(-(self._gen0 + steps * st.width) // 16) * 16)
+
+    def _forward(self, st: State, limit: int | None = None) -> Any:
+        """Logits (prompts * width, vocab) for the tokens ``st.cur``, written into the cache at the next slots.
+
+        ``limit``: attend over the first ``limit`` slots only (they hold every slot written so far).
+        """
         import torch
 
-        allowed = st.allowed[:, None]
+        if limit is not None and limit >= st.length:
+            limit = None
+        allowed = st.allowed[:, None] if limit is None else st.allowed[:, None, :, :limit]
         if self._bool_mask:
             mask = allowed
         else:
@@ -433,7 +473,11 @@ class FastDecoder:
         fn = self._compiled if st.compiled and self._compiled is not None else self._forward_eager
         pos = st.pos.expand(st.prompts, st.width)
         with _attention_as(self.config, self._attention):
-            logits = fn(st.cur, pos, mask, st.cache)
+            _WINDOW[0] = limit
+            try:
+                logits = fn(st.cur, pos, mask, st.cache)
+            finally:
+                _WINDOW[0] = None
         return logits.reshape(st.prompts * st.width, -1)
 
     def _rows_choose(self, st: State, sel: RowSelector, logits: Any) -> None:
@@ -469,8 +513,8 @@ class FastDecoder:
         st.cur.copy_(tok)
         st.step.add_(1)
 
-    def _step(self, st: State, sel: Any) -> None:
-        logits = self._forward(st)
+    def _step(self, st: State, sel: Any, limit: int | None = None) -> None:
+        logits = self._forward(st, limit)
         if isinstance(sel, BeamSelector):
             self._beam_choose(st, sel, logits)
         else:
@@ -480,17 +524,19 @@ class FastDecoder:
     def _loop(self, st: State, sel: Any, new_tokens: int, done: Any) -> int:
         """Steps until every row is done (read every ``sync_every`` steps) or ``new_tokens`` are chosen; the steps run."""
         steps = 1
-        if self.cuda_graphs and (sel, st.compiled) not in st.graphs and new_tokens > 1:
-            t0 = time.perf_counter()
-            self._capture(st, sel)
-            self.compile_seconds += time.perf_counter() - t0
         while steps < new_tokens:
             if steps % self.sync_every == 0 and done():  # one host sync every sync_every steps
                 break
+            limit = self._window(st, steps)
             if self.cuda_graphs:
-                st.graphs[(sel, st.compiled)].replay()
+                key = (sel, st.compiled, limit)
+                if key not in st.graphs:
+                    t0 = time.perf_counter()
+                    self._capture(st, sel, limit)
+                    self.compile_seconds += time.perf_counter() - t0
+                st.graphs[key].replay()
             else:
-                self._step(st, sel)
+                self._step(st, sel, limit)
             steps += 1
         return steps
 
@@ -536,16 +582,20 @@ class FastDecoder:
                 self._step(st, sel)
                 restore()
 
-    def _capture(self, st: State, sel: Any) -> None:
-        """Warm the step up (compiling it), capture it as a CUDA graph, and restore the state it mutated."""
+    def _capture(self, st: State, sel: Any, limit: int | None = None) -> None:
+        """Warm the step up (compiling it), capture it as a CUDA graph, and restore the state it mutated.
+
+        Once a graph of the state is captured, the next ones (other windows, other selectors) warm up with one step.
+        """
         import torch
 
+        limit = st.length if limit is None else limit
         restore = self._saved(st)
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with self._compiling(st), torch.cuda.stream(stream):
-            for _ in range(3):
-                self._step(st, sel)
+            for _ in range(1 if st.graphs else 3):
+                self._step(st, sel, limit)
                 restore()
         torch.cuda.current_stream(self.device).wait_stream(stream)
         torch.cuda.synchronize(self.device)
@@ -553,10 +603,10 @@ class FastDecoder:
             st.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=st.pool, capture_error_mode="thread_local"):
-            self._step(st, sel)
+            self._step(st, sel, limit)
         restore()
         torch.cuda.synchronize(self.device)
-        st.graphs[(sel, st.compiled)] = graph
+        st.graphs[(sel, st.compiled, limit)] = graph
 
     def _should_compile(self, st: State, sel: Any, steps_ahead: int) -> bool:
         """Compile this shape if the steps ahead save more than compiling is expected to cost (``compile = None``)."""
@@ -566,16 +616,16 @@ class FastDecoder:
             return False
         if self.compile_mode is True:
             return True
-        self._capture(st, sel)  # the eager graph: cheap, and what runs if compiling does not pay
-        graph = st.graphs[(sel, False)]
+        self._capture(st, sel, st.length)  # the eager graph over every slot: cheap, and what runs if compiling does not pay
+        graph = st.graphs[(sel, False, st.length)]
         restore = self._saved(st)
         graph.replay()
         torch.cuda.synchronize(self.device)
-        t0 = time.perf_counter()
+        t0 = self._clock()
         for _ in range(8):
             graph.replay()
         torch.cuda.synchronize(self.device)
-        per_step = (time.perf_counter() - t0) / 8
+        per_step = (self._clock() - t0) / 8
         restore()
         self.step_seconds[st.shape] = per_step
         expected = self.compile_cache.expected_seconds(st.shape) if self.compile_cache is not None else None
@@ -617,6 +667,9 @@ def decode_attention(module: Any, query: Any, key: Any, value: Any, attention_ma
     """
     import torch
 
+    limit = _WINDOW[0]
+    if limit is not None:  # the slots written so far are all below it
+        key, value = key[:, :, :limit], value[:, :, :limit]
     b, heads, q, d = query.shape
     kv_heads = key.shape[1]
     group = heads // kv_heads

@@ -235,9 +235,9 @@ class TransformersSession:
         fast = [r for r in requests if self.fast is not None and r.decoding.strategy in FAST_STRATEGIES]
         slow = [r for r in requests if not (self.fast is not None and r.decoding.strategy in FAST_STRATEGIES)]
         families = self._plan(fast, ids) if fast else []
+        advance = progress.task("generating", len(requests))
         if families:
             self._prepare(families, ids, progress)
-        advance = progress.task("generating", len(requests))
         produced = 0
         started = time.perf_counter()
         for results in _chain(self._fast_generate(families, ids) if families else iter(()), self._generate_path(slow, ids)):
@@ -283,21 +283,22 @@ class TransformersSession:
         return -(-(bucket(longest) + fam.width * fam.new) // 16) * 16
 
     def _prepare(self, families: list[_Family], ids: dict[str, list[int]], progress: Progress) -> None:
-        """Capture (and, where it pays, compile) each family's step before generating: its own progress line."""
+        """Capture (and, where it pays, compile) each family's step before decoding; say so in a progress line of its own."""
         import torch
 
         fast = self.fast
         if not fast.cuda_graphs and fast.compile_mode is not True:
             return
         longest = max(len(ids[p]) for fam in families for p in fam.units)
-        advance = progress.task("compiling", len(families))
-        compiled_before = sum(1 for st in fast.states.values() if st.compiled)
+        before, compiled = fast.compile_seconds, fast.compiled_shapes
         for fam in families:
             batches = -(-fam.n_units() // max(1, fam.padded))
             with torch.inference_mode():
                 fast.prepare(fam.padded, fam.width, self._cache_len(fam, longest), fam.new, fam.selector, batches * fam.new)
-            compiled = sum(1 for st in fast.states.values() if st.compiled) - compiled_before
-            advance(1, compiled=max(0, compiled), seconds=round(fast.compile_seconds, 1))
+        line = getattr(progress, "line", None)  # RichProgress: a plain line that stays (the Progress protocol has no such method)
+        if line is not None:
+            line(f"compiling: {len(families)} decoding step(s) captured, {fast.compiled_shapes - compiled} compiled, "
+                 f"in {fast.compile_seconds - before:.1f} s", console=True)
 
     def _fast_generate(self, families: list[_Family], ids: dict[str, list[int]]) -> Iterator[list[GenResult]]:
         """Batches of prompts: each prefilled once, then decoded by every family that has units for it."""
@@ -309,6 +310,8 @@ class TransformersSession:
         start = 0
         while start < len(order):
             size = self._fast_prompts(families, longest)
+            for fam in families:  # after an out-of-memory: fewer (padded) rows, new graphs
+                fam.padded = min(fam.padded, size)
             chunk = order[start : start + size]
             out_of_memory = False
             try:
@@ -592,6 +595,28 @@ def row_bytes(config: Any, prompt_tokens: int, new_tokens: int, dtype_size: int)
     logits = 3 * vocab * 4  # float32 scores, their softmax, the processors' copy
     prefill = prompt_tokens * (4 * hidden + 2 * int(getattr(text, "intermediate_size", 4 * hidden) or 4 * hidden)) * dtype_size
     return kv + logits + prefill
+
+
+def prompt_bytes(config: Any, prompt_tokens: int, new_tokens: int, width: int, dtype_size: int) -> int:
+    """Planned GPU bytes for one prompt in the own loop with ``width`` rows (configs or beams).
+
+    Its static KV cache (the bucketed prompt once, then ``width`` slots per new token) and its
+    prompt's KV as prefilled (held while the batch's families decode), per row the float32 logits
+    and their processed copies, the mask and history over the slots, and the prefill activations.
+    """
+    text = getattr(config, "get_text_config", lambda: config)()
+    hidden = int(text.hidden_size)
+    layers = int(text.num_hidden_layers)
+    heads = int(getattr(text, "num_attention_heads", 1) or 1)
+    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
+    vocab = int(getattr(text, "vocab_size", 0) or 0)
+    per_token = 2 * layers * kv_heads * head_dim * dtype_size
+    slots = bucket(prompt_tokens) + width * new_tokens
+    kv = per_token * (slots + prompt_tokens)
+    rows = width * (4 * vocab * 4 + slots * 9 + new_tokens * 24)
+    prefill = prompt_tokens * (4 * hidden + 2 * int(getattr(text, "intermediate_size", 4 * hidden) or 4 * hidden)) * dtype_size
+    return kv + rows + prefill
 
 
 def _beams(decoding: Decoding) -> int:
