@@ -6,8 +6,9 @@ tokens, ``batch_size = 24``) in a fresh copy of one prepared output folder that 
 and the trained adapter but no generation, so each run generates all 520 texts from scratch
 (model loads included) and trains nothing. *old* is the tree of ``--ref`` (default: the main
 commit before issue 20), extracted with ``git archive`` and put first on ``PYTHONPATH`` (core and
-plugins: one engine call per config, ``generate`` on a CPU); *new* is this checkout (one engine
-call for all configs, the own decoding loop). The two alternate, which goes first alternating too,
+plugins: one engine call per config, ``generate`` on a CPU); *new* is the tree this script is in,
+put first on the path the same way (one engine call for all configs, the own decoding loop; run a
+copy of the checkout to keep editing it meanwhile). The two alternate, which goes first alternating too,
 ``--rounds`` times; the machine is shared, so its load is recorded with each run and the
 medians and the per-round ratios are reported. Generation seconds are the stores' ``generate``
 stage (the runs' metadata); the texts of old and new are compared per (model, config, example).
@@ -48,11 +49,12 @@ def extract(ref: str, target: Path) -> Path:
     return target
 
 
-def env_for(tree: Path | None, threads: int | None) -> dict[str, str]:
+def env_for(tree: Path, threads: int | None) -> dict[str, str]:
+    """The environment of a run of the harness in ``tree``: its core and plugins first on the path (entry points
+    resolve by module name, so the installed distribution's plugin list loads that tree's modules)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if tree is not None:  # the old tree's core and plugins before this checkout's (entry points resolve by module name)
-        paths = [str(tree), *sorted(str(p) for p in (tree / "plugins").iterdir() if p.is_dir())]
-        env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    paths = [str(tree), *sorted(str(p) for p in (tree / "plugins").iterdir() if p.is_dir())]
+    env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     return env
@@ -68,10 +70,11 @@ def registry_in(folder: Path, threads: int | None) -> Path:
     return path
 
 
-def harness(args: list[str], env: dict[str, str]) -> float:
+def harness(args: list[str], env: dict[str, str], cwd: Path) -> float:
+    """``harness ARGS`` in a subprocess, from ``cwd`` (not this checkout: ``python -c`` puts the working directory first on the path)."""
     t0 = time.perf_counter()
     code = "import sys; from harness.cli import main; sys.argv = ['harness'] + sys.argv[1:]; main()"
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=cwd)
     if proc.returncode != 0:
         sys.exit(f"harness {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return time.perf_counter() - t0
@@ -81,6 +84,14 @@ def last_run(store: Path) -> dict[str, Any]:
     db = sqlite3.connect(store)
     try:
         return json.loads(db.execute("SELECT metadata FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()[0])
+    finally:
+        db.close()
+
+
+def engine_versions(store: Path) -> list[str]:
+    db = sqlite3.connect(store)
+    try:
+        return sorted({e for (e,) in db.execute("SELECT DISTINCT engine FROM generations")})
     finally:
         db.close()
 
@@ -97,6 +108,7 @@ def texts(store: Path) -> dict[tuple[str, str, str], str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ref", default=BASE_REF, help="the old harness: a git commit of this repository")
+    ap.add_argument("--old-tree", type=Path, default=None, help="the old harness already extracted (instead of git archive of --ref)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads on both sides (default: the registry's, torch's default)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cpu_default_ab.json")
@@ -107,11 +119,11 @@ def main() -> None:
     report: dict[str, Any] = {"machine": machine(), "ref": args.ref, "threads": args.threads, "runs": []}
     with tempfile.TemporaryDirectory(prefix="harness-ab-") as tmp:
         tmp_path = Path(tmp)
-        old_tree = extract(args.ref, tmp_path / "old-tree")
+        old_tree = args.old_tree or extract(args.ref, tmp_path / "old-tree")
         base = tmp_path / "base"
         base.mkdir()
         reg = registry_in(base, args.threads)
-        t = harness(["train", "-r", str(reg)], env_for(None, args.threads))  # split + adapter, no generation
+        t = harness(["train", "-r", str(reg)], env_for(ROOT, args.threads), base)  # split + adapter, no generation
         print(f"prepared split and adapter in {t:.0f} s", flush=True)
         stores: dict[str, Path] = {}
         for r in range(args.rounds):
@@ -121,10 +133,13 @@ def main() -> None:
                 shutil.copytree(base, run_dir)
                 reg = registry_in(run_dir, args.threads)
                 before = load()
-                wall = harness(["generate", "--all", "-r", str(reg)], env_for(old_tree if side == "old" else None, args.threads))
+                wall = harness(["generate", "--all", "-r", str(reg)], env_for(old_tree if side == "old" else ROOT, args.threads), run_dir)
+                engines = engine_versions(run_dir / "out" / "harness.sqlite")
+                if len(engines) != 1:
+                    sys.exit(f"{side}: generations of several engine versions: {engines}")
                 meta = last_run(run_dir / "out" / "harness.sqlite")
                 stages = meta["stats"]["stage_seconds"]
-                rec = {"side": side, "round": r, "wall_s": round(wall, 1), "generate_s": round(stages.get("generate", 0.0), 1),
+                rec = {"side": side, "round": r, "engine": engines[0], "wall_s": round(wall, 1), "generate_s": round(stages.get("generate", 0.0), 1),
                        "compile_s": round(stages.get("compile", 0.0), 1), "generated": meta["stats"]["generated"], "load_before": before, "load_after": load()}
                 report["runs"].append(rec)
                 print(json.dumps(rec), flush=True)
