@@ -1,6 +1,6 @@
 """The default run's generation on the CPU, cold: the harness before issue 20 against this tree, interleaved.
 
-Both sides run ``harness generate --all`` on the embedded default experiment (``registry.toml``:
+Both sides run ``harness generate`` on the embedded default experiment (``registry.toml``:
 SmolLM2-135M-Instruct as shipped and LoRA-tuned, the study's 13 configs, 20 test examples, 24 new
 tokens, ``batch_size = 24``) in a fresh copy of one prepared output folder that holds the split
 and the trained adapter but no generation, so each run generates all 520 texts from scratch
@@ -133,7 +133,7 @@ def main() -> None:
                 shutil.copytree(base, run_dir)
                 reg = registry_in(run_dir, args.threads)
                 before = load()
-                wall = harness(["generate", "--all", "-r", str(reg)], env_for(old_tree if side == "old" else ROOT, args.threads), run_dir)
+                wall = harness(["generate", "-r", str(reg)], env_for(old_tree if side == "old" else ROOT, args.threads), run_dir)
                 engines = engine_versions(run_dir / "out" / "harness.sqlite")
                 if len(engines) != 1:
                     sys.exit(f"{side}: generations of several engine versions: {engines}")
@@ -171,7 +171,7 @@ def render(r: dict[str, Any]) -> str:
     ratios = [o["generate_s"] / n["generate_s"] for o, n in zip(side["old"], side["new"])]
     lines = [
         f"Measured on {m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, Python {m['python']} (a shared machine: load averages per run "
-        f"below); old = the tree of `{r['ref']}`, new = this tree; torch threads: {r['threads'] or 'torch default'}. Each run is `harness generate --all` "
+        f"below); old = the tree of `{r['ref']}`, new = this tree; torch threads: {r['threads'] or 'torch default'}. Each run is `harness generate` "
         "of the default experiment in a fresh copy of one folder holding the split and the trained adapter (520 generations, model loads included).",
         "",
         "| round | side | generate stage (s) | of it compile (s) | whole command (s) | load avg before → after (1 min) |",
