@@ -280,3 +280,10 @@ def test_the_own_loops_gpu_batch_is_sized_to_free_memory_and_rows_per_step(toy, 
     text = model.config
     kv_token = 2 * text.num_hidden_layers * text.num_key_value_heads * (text.hidden_size // text.num_attention_heads) * 4
     assert prompt_bytes(model.config, 100, 24, 10, 4) > kv_token * (128 + 240 + 100)
+
+
+def test_the_own_loop_splits_prompts_into_equal_batches():
+    """On a GPU a smaller last batch is padded to the others (one graph): 64 prompts that fit 52 a batch run as 2 x 32, not 52 + 12 padded."""
+    from harness_engines.transformers_engine import balanced
+
+    assert balanced(52, 64) == 32 and balanced(256, 64) == 64 and balanced(16, 20) == 10 and balanced(3, 7) == 3 and balanced(1, 5) == 1

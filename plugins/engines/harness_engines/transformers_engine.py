@@ -273,7 +273,7 @@ class TransformersSession:
             fam.selector = BeamSelector.of(d, len(self.eos_ids))
             families.append(fam)
         longest = max(len(ids[p]) for fam in families for p in fam.units)
-        size = self._fast_prompts(families, longest)
+        size = balanced(self._fast_prompts(families, longest), len({p for fam in families for p in fam.units}))
         for fam in families:
             fam.padded = min(size, fam.n_units())
         return families
@@ -307,9 +307,10 @@ class TransformersSession:
         order = sorted({p for fam in families for p in fam.units}, key=lambda p: (len(ids[p]), p))
         longest = len(ids[order[-1]])
         done: set[int] = set()  # id() of finished units
-        start = 0
+        start, size = 0, 0
         while start < len(order):
-            size = self._fast_prompts(families, longest)
+            if not size:  # at the start, and after an out-of-memory: equal batches over the prompts left
+                size = balanced(self._fast_prompts(families, longest), len(order) - start)
             for fam in families:  # after an out-of-memory: fewer (padded) rows, new graphs
                 fam.padded = min(fam.padded, size)
             chunk = order[start : start + size]
@@ -320,6 +321,7 @@ class TransformersSession:
                 out_of_memory = True
             if out_of_memory:  # outside the except block: its traceback no longer holds the batch's tensors
                 self._shrink(len(chunk), max(f.width for f in families))
+                size = 0
                 continue
             start += len(chunk)
 
@@ -634,6 +636,14 @@ def _accepts(model: Any, name: str) -> bool:
         return name in inspect.signature(base.forward).parameters
     except (TypeError, ValueError):
         return False
+
+
+def balanced(size: int, n: int) -> int:
+    """Prompts per batch for ``n`` prompts in batches of at most ``size``: as many batches, of equal size (64 in
+    batches of 52 become 2 x 32: on a GPU a smaller last batch is padded to the others and would cost a whole one)."""
+    if n <= 0:
+        return max(1, size)
+    return -(-n // -(-n // max(1, size)))
 
 
 def bucket(n: int) -> int:
