@@ -505,6 +505,10 @@ class Metric(Plugin):
     kind = "metric"
     higher_is_better: ClassVar[bool] = True
     label: ClassVar[str] = ""  # column title in reports, defaults to name
+    #: the experiment file's folder, set by the core before ``check`` and ``score``: relative paths in the
+    #: settings (an ``Option(Path)``, a model given as a local folder) resolve against it. Never part of
+    #: ``identity`` (cache keys stay portable when the folder moves).
+    base_dir: Path = Path(".")
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "settings": self.settings}
@@ -599,11 +603,17 @@ class Reporter(Plugin):
     (metric-human correlations and findings in the context) and ``figures`` ("none";
     "embedded": ``context["figures"]`` holds each plot's PNG bytes; "files": plots are
     written beside the ``-o`` file and the context holds their relative paths).
+
+    ``views`` says what it renders: ``"report"`` (``harness report``: the rows and the report's
+    context) and, if listed, ``"analysis"`` (``harness analyze``: no rows, and a context whose
+    ``view`` is ``"analysis"``, holding ``title``, ``correlations``, ``findings``,
+    ``correlation_notes``, ``method`` and ``source``).
     """
 
     kind = "reporter"
     correlations: ClassVar[bool] = True
     figures: ClassVar[str] = "none"
+    views: ClassVar[tuple[str, ...]] = ("report",)
 
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
         raise NotImplementedError

@@ -73,22 +73,41 @@ def split(examples: Sequence[Example], test_size: int, train_size: int, seed: in
 
 
 def render_prompt(example: Example, template: str, tokenizer: Any = None) -> str:
+    """The prompt as text. ``chat`` applies the tokenizer's chat template; a model without a tokenizer here
+    (``tokenizer`` None: a model served behind an API, whose server applies its chat template) gets the user
+    message itself, and engines send :func:`prompt_messages` instead."""
     if template == "alpaca":
         if example.input:
             return ALPACA_WITH_INPUT.format(instruction=example.instruction, input=example.input)
         return ALPACA_NO_INPUT.format(instruction=example.instruction)
     if template == "chat":
-        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        content = _chat_content(example)
+        if tokenizer is None:
+            return content
+        if not getattr(tokenizer, "chat_template", None):
             raise UserError("template = 'chat' but the model's tokenizer has no chat template; use template = 'alpaca'")
-        content = example.instruction if not example.input else f"{example.instruction}\n\n{example.input}"
         return tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
     raise UserError(f"unknown template '{template}'; allowed: alpaca, chat")
 
 
+def prompt_messages(example: Example, template: str) -> tuple[tuple[str, str], ...]:
+    """The prompt as a conversation (``GenRequest.messages``) for a chat template; () for the Alpaca template."""
+    return (("user", _chat_content(example)),) if template == "chat" else ()
+
+
+def _chat_content(example: Example) -> str:
+    return example.instruction if not example.input else f"{example.instruction}\n\n{example.input}"
+
+
 def template_identity(template: str, tokenizer: Any = None) -> dict[str, str]:
-    """What the prompt depends on, recorded with every generation and hashed into cache keys."""
+    """What the prompt depends on, recorded with every generation and hashed into cache keys.
+
+    A chat model without a tokenizer here (served behind an API) has its template applied by the server:
+    the model's identity (endpoint and served name) stands for it."""
     if template == "alpaca":
         return {"template": "alpaca", "sha256": stable_hash([ALPACA_WITH_INPUT, ALPACA_NO_INPUT])[:16]}
+    if tokenizer is None:
+        return {"template": "chat", "applied_by": "server"}
     return {"template": "chat", "sha256": stable_hash(getattr(tokenizer, "chat_template", "") or "")[:16]}
 
 

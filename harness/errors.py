@@ -34,6 +34,12 @@ class UserError(Exception):
         return f"{prefix}: {self.message}" if prefix else self.message
 
 
+class DataUnavailable(UserError):
+    """The experiment's data cannot be reached (the Hub offline, a data file missing or unreadable): nothing is
+    known yet about the records themselves. Dataset plugins raise it so that `harness check` can say the
+    experiment file is valid and only the data could not be checked."""
+
+
 class MissingDependency(UserError):
     """A plugin needs an optional package that is not installed."""
 

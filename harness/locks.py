@@ -49,8 +49,12 @@ def file_lock(path: Path, *, timeout: float | None = None) -> Iterator[None]:
 
 
 @contextmanager
-def run_lock(directory: Path, command: str) -> Iterator[None]:
-    """One run at a time per output folder: a second one exits 2 naming the process that holds it."""
+def run_lock(directory: Path, command: str, *, shared: bool = False) -> Iterator[None]:
+    """One run at a time per output folder: a second one exits 2 naming the process that holds it.
+
+    ``shared``: a search worker (`harness tune`): any number of them hold the lock together, sharing the
+    store and the study, and a run waits for none of them — it is refused while one holds it (and they while it runs).
+    """
     directory = Path(directory)
     path = directory / ".harness.lock"
     try:
@@ -60,7 +64,11 @@ def run_lock(directory: Path, command: str) -> Iterator[None]:
     try:
         if fcntl is not None:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if shared:
+                    _share(fd)
+                else:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    os.ftruncate(fd, 0)
             except BlockingIOError:
                 holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
                 raise UserError(
@@ -68,12 +76,40 @@ def run_lock(directory: Path, command: str) -> Iterator[None]:
                     "(or stop it), then run again — it resumes from what is stored",
                     file=directory,
                 ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}: {command}".encode(), 0)
+        line = f"pid {os.getpid()}: {command}"
+        if shared:
+            _append(path, line)
+        else:
+            os.pwrite(fd, line.encode(), 0)
         yield
     finally:
-        try:
-            os.ftruncate(fd, 0)
-        except OSError:
-            pass
+        if not shared:
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
         os.close(fd)
+
+
+def _share(fd: int) -> None:
+    """Take the lock shared. The first holder (it gets it exclusively for a moment) clears the names earlier holders
+    wrote; a worker starting in that moment waits briefly rather than being refused."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(fd, 0)
+    except BlockingIOError:
+        pass
+    deadline = time.monotonic() + 3.0
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _append(path: Path, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(("; " if fh.tell() else "") + line)

@@ -13,7 +13,9 @@ Layout (see the shipped ``registry.toml`` for a commented example)::
     [[models]]    name, adapter, base_model, template, finetune (bool or table), + adapter options
     [sweep]       decoder, mode, max_new_tokens, seed, include_defaults, [sweep.defaults], [sweep.vary]
     [metrics]     names, + [metrics.NAME] option tables
-    [human]       n_per_cell, seed, scale
+    [human]       n_per_cell, seed, scale, predictor
+    [tune]        metric, trials, sampler, pruner, p_threshold, min_examples, chunk, holdout, finalists, seed,
+                  [tune.space] (decoder parameter = [low, high] or {low, high, step, log} or {choices = [...]})
 """
 
 from __future__ import annotations
@@ -48,6 +50,68 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
+class SearchParam:
+    """One dimension of ``[tune.space]``: a decoder parameter and the values a trial may give it.
+
+    ``kind`` is "int" or "float" (a range from ``low`` to ``high``, both included, in steps of ``step``;
+    ``log``: drawn on a log scale, no step) or "categorical" (one of ``choices``).
+    """
+
+    name: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def grid(self) -> list[Any] | None:
+        """Every value the parameter can take (the grid sampler's axis); None for a continuous (log) range."""
+        if self.kind == "categorical":
+            return list(self.choices)
+        if self.step is None or self.low is None or self.high is None:
+            return None
+        n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        values = [self.low + i * self.step for i in range(n)]
+        return [int(round(v)) for v in values] if self.kind == "int" else [round(v, 10) for v in values]
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one the search can draw (a baseline inside the space is tried first)."""
+        if self.kind == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (self.low <= value <= self.high):  # type: ignore[operator]
+            return False
+        grid = self.grid()
+        return grid is None or any(abs(value - g) < 1e-9 for g in grid)
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """``[tune]``: how `harness tune` searches the decoding space, and how a pruned search (tune, or a sweep with
+    ``[sweep] prune = true``) evaluates candidates and confirms the finalists on held-out examples."""
+
+    #: the metric the search optimises (its direction from the metric); default: the first of [metrics] names
+    metric: str
+    #: trials in the study (over every process working on it)
+    trials: int = 20
+    sampler: str = "tpe"
+    pruner: str = "wilcoxon"
+    #: WilcoxonPruner's p_threshold: prune when a one-sided signed-rank test says worse than the best trial at this level
+    p_threshold: float = 0.1
+    #: examples a trial is scored on before it may be pruned (WilcoxonPruner's n_startup_steps)
+    min_examples: int = 4
+    #: examples generated and scored between two pruning decisions
+    chunk: int = 4
+    #: share of the test split set aside before the search, on which the finalists are compared with the baseline
+    holdout: float = 0.3
+    #: best trials (distinct configs) confirmed on the held-out examples
+    finalists: int = 3
+    #: seed of the sampler and of the held-out split
+    seed: int = 0
+    space: tuple[SearchParam, ...] = ()
+
+
+@dataclass(frozen=True)
 class DatasetConfig:
     source: str
     settings: dict[str, Any]
@@ -77,6 +141,10 @@ class Experiment:
     sweep_defaults: dict[str, Any] = field(default_factory=dict)
     executor: str = ""
     executor_settings: dict[str, Any] = field(default_factory=dict)
+    #: [tune] (its defaults when the file has none); ``tune.space`` empty: nothing for `harness tune` to search
+    tune: TuneSpec | None = None
+    #: [sweep] prune: `harness run` evaluates the sweep's configs in chunks, stops clearly worse ones, confirms the finalists
+    prune: bool = False
 
     @property
     def base_dir(self) -> Path:
@@ -129,6 +197,8 @@ class Experiment:
             "max_new_tokens": self.max_new_tokens,
             "metrics": metrics,
             "human": self.human,
+            "tune": asdict(self.tune) if self.tune is not None else None,
+            "prune": self.prune,
         }
 
 
@@ -184,14 +254,40 @@ SWEEP_KEYS = {
     "include_defaults": Option(bool, default=False, help="also run the defaults as a config"),
     "defaults": Option(dict, default={}),
     "vary": Option(dict, default={}),
+    "prune": Option(bool, default=False, help="generate configs in chunks and stop those clearly worse than the best so far ([tune] settings), then confirm the finalists on held-out examples"),
 }
+SAMPLERS = ("tpe", "gp", "cmaes", "random", "grid")
+PRUNERS = ("wilcoxon", "none")
+TUNE_KEYS = {
+    "metric": Option(str, default=None, nullable=True, help="the metric to optimise (default: the first of metrics.names)"),
+    "trials": Option(int, default=20, minimum=1, help="trials in the study"),
+    "sampler": Option(str, default="tpe", choices=SAMPLERS, help="Optuna's sampler"),
+    "pruner": Option(str, default="wilcoxon", choices=PRUNERS, help="wilcoxon: Optuna's WilcoxonPruner; none: every trial sees every example"),
+    "p_threshold": Option(float, default=0.1, minimum=0.0, maximum=1.0, help="WilcoxonPruner's p_threshold"),
+    "min_examples": Option(int, default=4, minimum=1, help="examples scored before a trial may be pruned"),
+    "chunk": Option(int, default=4, minimum=1, help="examples generated and scored between pruning decisions"),
+    "holdout": Option(float, default=0.3, minimum=0.05, maximum=0.9, help="share of the test split held out for the final comparison"),
+    "finalists": Option(int, default=3, minimum=1, help="best trials confirmed on the held-out examples"),
+    "seed": Option(int, default=None, nullable=True, minimum=0, help="seed of the sampler and the held-out split (default: experiment.seed)"),
+    "space": Option(dict, default={}, help="decoder parameter = [low, high], {low, high, step, log} or {choices = [...]}"),
+}
+SPACE_KEYS = {
+    "low": Option(float, default=None, nullable=True),
+    "high": Option(float, default=None, nullable=True),
+    "step": Option(float, default=None, nullable=True, help="grid step (default: 1 for integers, 0.01 for numbers)"),
+    "log": Option(bool, default=False, help="draw on a log scale (no step)"),
+    "choices": Option(list, default=None, nullable=True),
+}
+#: the step of a number range without one: configs are named by their values, so keep them short
+FLOAT_STEP = 0.01
 METRICS_KEYS = {"names": Option(list, items=str, help="metric plugins to compute")}
 HUMAN_KEYS = {
     "n_per_cell": Option(int, default=30, minimum=1, help="items per (model, config) in the exported sheet"),
     "seed": Option(int, default=0, minimum=0),
     "scale": Option(str, default="auto", choices=("auto", "binary", "likert")),
+    "predictor": Option(str, default=None, nullable=True, help="the metric whose scores predict the ratings in Human (PPI) (default: chosen by cross-fitting)"),
 }
-TOP_LEVEL = ("experiment", "dataset", "engine", "executor", "models", "sweep", "metrics", "human")
+TOP_LEVEL = ("experiment", "dataset", "engine", "executor", "models", "sweep", "metrics", "human", "tune")
 
 
 # --------------------------------------------------------------------------- loading
@@ -336,6 +432,9 @@ class _Validator:
         decoder, configs, sweep, sweep_defaults = self.sweep(raw.get("sweep", {}))
         metrics, metric_settings = self.metrics(raw["metrics"])
         human = self.table(raw.get("human", {}), HUMAN_KEYS, "human")
+        if human["predictor"] is not None and human["predictor"] not in metrics:
+            raise self.fail("human.predictor", f"{unknown_name('metric', human['predictor'], metrics)}: the predictor is one of metrics.names")
+        tune = self.tune(raw.get("tune", {}), decoder, metrics, exp["seed"])
         return Experiment(
             path=self.path.resolve(),
             name=exp["name"],
@@ -355,6 +454,8 @@ class _Validator:
             sweep_defaults=sweep_defaults,
             executor=executor_name,
             executor_settings=executor_settings,
+            tune=tune,
+            prune=sweep["prune"],
         )
 
     def dataset(self, raw: Any) -> DatasetConfig:
@@ -471,6 +572,73 @@ class _Validator:
         return names, settings
 
 
+    def tune(self, raw: Any, decoder: str, metrics: list[str], seed: int) -> TuneSpec:
+        values = self.table(raw, TUNE_KEYS, "tune")
+        metric = values["metric"]
+        if metric is None:
+            metric = metrics[0]
+        elif metric not in metrics:
+            raise self.fail("tune.metric", f"{unknown_name('metric', metric, metrics)}; the tuned metric must be one of metrics.names")
+        params: dict[str, Option] = self.plugin("decoder", decoder, "sweep.decoder").params
+        space = []
+        for name, spec in values["space"].items():
+            key = f"tune.space.{name}"
+            if name not in params:
+                raise self.fail(key, f"unknown parameter{did_you_mean(name, params)}; allowed: {', '.join(params)}")
+            space.append(self.search_param(name, spec, params[name], key))
+        return TuneSpec(
+            metric=metric, trials=values["trials"], sampler=values["sampler"], pruner=values["pruner"], p_threshold=values["p_threshold"],
+            min_examples=values["min_examples"], chunk=values["chunk"], holdout=values["holdout"], finalists=values["finalists"],
+            seed=seed if values["seed"] is None else values["seed"], space=tuple(space),
+        )
+
+    def search_param(self, name: str, spec: Any, opt: Option, key: str) -> SearchParam:
+        types = opt.type if isinstance(opt.type, tuple) else (opt.type,)
+        numeric = int in types or float in types
+        if isinstance(spec, list):
+            if numeric and len(spec) == 2 and all(_is_instance(v, (float,)) for v in spec):
+                spec = {"low": spec[0], "high": spec[1]}
+            else:
+                what = "[low, high] (a range), {low, high, step, log} or {choices = [...]}" if numeric else "{choices = [...]}"
+                raise self.fail(key, f"must be {what}, got {spec!r}")
+        elif not isinstance(spec, dict):
+            raise self.fail(key, f"must be [low, high] (a range) or a table {{low, high, step, log}} / {{choices = [...]}}, got {_type_name(spec)}")
+        t = self.table(spec, SPACE_KEYS, key)
+        if t["choices"] is not None:
+            extra = [k for k in ("low", "high", "step") if t[k] is not None] + (["log"] if t["log"] else [])
+            if extra:
+                raise self.fail(f"{key}.{extra[0]}", "choices and a range exclude each other; give one")
+            if not t["choices"]:
+                raise self.fail(f"{key}.choices", "must list at least one value")
+            choices = tuple(self.value(v, opt, f"{key}.choices[{i}]") for i, v in enumerate(t["choices"]))
+            if len(set(map(repr, choices))) != len(choices):
+                raise self.fail(f"{key}.choices", "lists a value twice")
+            return SearchParam(name, "categorical", choices=choices)
+        if not numeric:
+            raise self.fail(key, f"{name} is not a number: give its values as {{choices = [...]}}")
+        if t["low"] is None or t["high"] is None:
+            raise self.fail(key, "needs both low and high (or choices)")
+        kind = "int" if int in types and float not in types else "float"
+        low, high = (self.value(int(v) if kind == "int" and float(v).is_integer() else v, opt, f"{key}.{b}") for b, v in (("low", t["low"]), ("high", t["high"])))
+        if kind == "int" and not (isinstance(low, int) and isinstance(high, int)):
+            raise self.fail(key, f"{name} is an integer: low and high must be integers, got {t['low']!r}, {t['high']!r}")
+        if not low < high:
+            raise self.fail(key, f"low must be below high, got [{low!r}, {high!r}] (a single value: leave the parameter out and set it in [sweep.defaults])")
+        step = t["step"]
+        if t["log"]:
+            if step is not None:
+                raise self.fail(f"{key}.step", "a log-scale range has no step")
+            if low <= 0:
+                raise self.fail(f"{key}.low", f"a log-scale range needs low > 0, got {low!r}")
+        else:
+            if step is None:
+                step = 1 if kind == "int" else FLOAT_STEP
+            if step <= 0 or (kind == "int" and not float(step).is_integer()):
+                raise self.fail(f"{key}.step", f"must be a positive {'integer' if kind == 'int' else 'number'}, got {step!r}")
+            step = int(step) if kind == "int" else float(step)
+        return SearchParam(name, kind, low, high, step, t["log"])
+
+
 def config_with_defaults(configs: Sequence[tuple[str, Mapping[str, Any]]], defaults: Mapping[str, Any] | None) -> str | None:
     """The first config whose params equal the sweep's ``defaults`` (None: none does, or there are no defaults)."""
     if defaults:
@@ -521,4 +689,4 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-__all__ = ["Experiment", "SweepConfig", "DatasetConfig", "load_experiment", "default_baseline", "config_with_defaults"]
+__all__ = ["Experiment", "SweepConfig", "DatasetConfig", "TuneSpec", "SearchParam", "load_experiment", "default_baseline", "config_with_defaults"]

@@ -35,6 +35,7 @@ from typing import Any
 
 from .api import MISSING_SCORE, Example, ExampleScore, GenResult
 from .errors import UserError
+from .store_health import GuardedConnection, SpaceReserve, check_store
 
 #: bump when tables change; a store of an older version this harness can migrate is migrated (see ``MIGRATIONS``),
 #: any other is refused with a clear message
@@ -133,11 +134,13 @@ class Store:
         self.directory = Path(directory)
         self.path = self.directory / STORE_NAME
         self.readonly = readonly
+        self._check_integrity()
         try:
             if create:
                 self.directory.mkdir(parents=True, exist_ok=True)
             # threads: the connection is used from several threads (the rating page), one at a time (the caller locks)
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=not threads)
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=not threads, factory=GuardedConnection)
+            self.db.path = self.path
             self.db.execute("PRAGMA journal_mode=WAL")
         except (OSError, sqlite3.Error) as exc:
             why = getattr(exc, "strerror", None) or str(exc)
@@ -188,11 +191,29 @@ class Store:
                         self.db.execute(statement)
             self.set_meta("schema_version", str(SCHEMA_VERSION))
 
+    def _check_integrity(self) -> None:
+        """Refuse a damaged store before anything is written to it (``harness.store_health.check_store``: exit 2, one message)."""
+        check_store(self.path)
+
+    def keep_reserve(self) -> None:
+        """Keep a little disk space beside the store while a run writes (``store_health.SpaceReserve``): given back
+        when the disk fills, so the run can still be recorded as interrupted. :meth:`close` or :meth:`release_reserve` ends it."""
+        reserve = SpaceReserve(self.directory)
+        reserve.keep()
+        self.db.reserve = reserve
+
+    def release_reserve(self) -> None:
+        reserve = getattr(self.db, "reserve", None)
+        if reserve is not None:
+            reserve.release()
+            self.db.reserve = None
+
     @classmethod
     def open_existing(cls, directory: Path, *, threads: bool = False, readonly: bool = False) -> Store | None:
         return cls(directory, create=False, threads=threads, readonly=readonly) if (Path(directory) / STORE_NAME).exists() else None
 
     def close(self) -> None:
+        self.release_reserve()
         self.db.close()
 
     def _tx(self):
@@ -410,6 +431,14 @@ class Store:
         )
         return int(cur.lastrowid)
 
+    def update_run(self, run_id: int, metadata: dict[str, Any]) -> None:
+        """Replace a running run's metadata (a search records its trials as they finish)."""
+        self.db.execute("UPDATE runs SET metadata=? WHERE run_id=?", (json.dumps(metadata), run_id))
+
+    def mark_stopped(self, run_ids: Sequence[int]) -> None:
+        """Runs whose process is known to be gone (another process's search): now 'interrupted'."""
+        self.db.executemany("UPDATE runs SET status='interrupted' WHERE run_id=? AND status='running'", [(r,) for r in run_ids])
+
     def finish_run(self, run_id: int, status: str, metadata: dict[str, Any] | None = None) -> None:
         if metadata is not None:
             self.db.execute("UPDATE runs SET metadata=? WHERE run_id=?", (json.dumps(metadata), run_id))
@@ -433,19 +462,28 @@ class Store:
 
     # -- human ratings
 
-    def save_human_items(self, items: Sequence[tuple[str, str, str, str, str]], scale: str = "") -> None:
+    def save_human_items(self, items: Sequence[tuple[str, str, str, str, str]], scale: str) -> None:
         """Items of one output: (item_id, gen_key, model, config, example_id), exported for ``scale``.
 
-        An item already known keeps its row; its scale is updated when it is exported for another one.
+        An item keeps the scale it was first exported for, for ever: its ratings mean what that
+        scale says. An item already known on another scale raises ``ValueError`` and nothing is
+        saved (a request for another scale makes other items: :func:`harness.report.items.prepare_items`).
+        Only an item recorded without a scale (``''``, from before scales were recorded) takes ``scale``.
         """
         now = time.time()
         with self._tx():
+            known = dict(self._select_in("SELECT item_id, scale FROM human_items WHERE item_id IN ({})", [i[0] for i in items]))
+            other = sorted(i for i, s in known.items() if s and s != scale)
+            if other:
+                raise ValueError(
+                    f"item(s) {', '.join(other[:5])} were exported for the {known[other[0]]} scale; an item keeps its scale, "
+                    f"so a {scale} round needs items of its own"
+                )
             self.db.executemany(
                 "INSERT OR IGNORE INTO human_items(item_id, gen_key, model, config, example_id, exported, scale) VALUES(?,?,?,?,?,?,?)",
                 [(*i, now, scale) for i in items],
             )
-            if scale:
-                self.db.executemany("UPDATE human_items SET scale=? WHERE item_id=?", [(scale, i[0]) for i in items])
+            self.db.executemany("UPDATE human_items SET scale=? WHERE item_id=? AND scale=''", [(scale, i[0]) for i in items])
 
     def save_pair_items(self, items: Sequence[tuple[str, str, str, str, str, str, str, bool]]) -> None:
         """Pairwise items: (item_id, gen_key_a, gen_key_b, model, config_a, config_b, example_id, a_on_left)."""
@@ -555,6 +593,16 @@ class _Transaction:
             self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if self.outer:
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if not self.outer:
+            return False
+        if exc_type is not None:
+            if self.db.in_transaction:  # SQLite may have rolled back already (a full disk, say)
+                self.db.execute("ROLLBACK")
+            return False
+        try:
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:  # a COMMIT that failed (a full disk) leaves the transaction open: nothing of it stays
+                self.db.execute("ROLLBACK")
+            raise
         return False

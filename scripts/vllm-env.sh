@@ -38,7 +38,7 @@ NAME=vllm-env
 # shellcheck source=lib/venv.sh
 source "$ROOT/scripts/lib/venv.sh"
 venv_skip_if_current "${BASH_SOURCE[0]}"
-venv_install "default,test"
+venv_install "default,test,openai"
 pip=("${PIP[@]}")
 
 case "$TORCH" in

@@ -215,7 +215,7 @@ def rate_sheet(sheet: Path, out: Path, *, scale: str, annotators=("ann1", "ann2"
 
 def import_ratings(cli, tmp_path: Path, registry: Path, *, scale: str = "likert", annotators=("ann1", "ann2")) -> None:
     sheet = tmp_path / "sheet.csv"
-    invoke(cli, "human", "export", "-o", sheet, "-r", registry)
+    invoke(cli, "human", "export", "-o", sheet, "--scale", scale, "-r", registry)  # an item is rated on the scale it was exported for
     filled = rate_sheet(sheet, tmp_path / "filled.csv", scale=scale, annotators=annotators)
     invoke(cli, "human", "import", filled, "--scale", scale, "-r", registry)
 

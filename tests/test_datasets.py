@@ -296,6 +296,7 @@ def test_hub_source_fingerprint_needs_no_network() -> None:
 
 def test_hub_source_offline_error(monkeypatch: pytest.MonkeyPatch) -> None:
     datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(alpaca, "_hub_unreachable", lambda: None)  # as if the Hub answered
 
     def offline(*args: Any, **kwargs: Any) -> Any:
         raise ConnectionError("Couldn't reach 'tatsu-lab/alpaca' on the Hub (LocalEntryNotFoundError)")
@@ -309,6 +310,7 @@ def test_hub_source_offline_error(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_hub_source_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
     datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(alpaca, "_hub_unreachable", lambda: None)  # as if the Hub answered
     from datasets.exceptions import DatasetNotFoundError
 
     def missing(*args: Any, **kwargs: Any) -> Any:
@@ -322,6 +324,7 @@ def test_hub_source_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_hub_source_reads_alpaca_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(alpaca, "_hub_unreachable", lambda: None)  # as if the Hub answered
     calls: list[tuple[Any, ...]] = []
     rows = [{**r, "input": r.get("input", ""), "text": "rendered"} for r in ROWS]
 
@@ -332,6 +335,40 @@ def test_hub_source_reads_alpaca_columns(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(datasets, "load_dataset", fake)
     assert HubSource({"name": "me/data", "revision": "abc", "split": "train"}).load(Path(".")) == EXPECTED
     assert calls == [(("me/data",), {"revision": "abc", "split": "train"})]
+
+
+def test_an_unreachable_hub_is_said_at_once_without_the_hub_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17, item 7: the Hub client retried an unreachable Hub for ~23 s; a quick probe answers first."""
+    import socket
+
+    from harness.errors import DataUnavailable
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_client(purpose: str) -> Any:
+        raise AssertionError("the Hub client was reached")
+
+    monkeypatch.setattr(alpaca, "_import_datasets", no_client)
+    with pytest.raises(DataUnavailable) as info:
+        HubSource().load(Path("."))
+    assert info.value.key == "dataset.source" and f"127.0.0.1:{port}" in info.value.message and "HF_HUB_OFFLINE=1" in info.value.message
+    # offline mode reads the cache, and behind a proxy the proxy decides: no probe then
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert alpaca._hub_unreachable() is None
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert alpaca._hub_unreachable() is None
+    monkeypatch.delenv("HTTPS_PROXY")
+    with socket.socket() as listening:  # something answers: reachable
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listening.getsockname()[1]}")
+        assert alpaca._hub_unreachable() is None
 
 
 # --------------------------------------------------------------------------- registration

@@ -65,7 +65,7 @@ def _inline_module(name: str, **attrs):
 def test_extra_registers_every_kind_directly(fake_plugins) -> None:
     assert fake_plugins.names("model") == ["fake-model"]
     assert fake_plugins.names("engine") == ["fake-engine"]
-    assert fake_plugins.names("metric") == ["fake-len", "fake-overlap"]
+    assert fake_plugins.names("metric") == ["fake-len", "fake-overlap", "fake-prefer"]
     assert "fake-data" in fake_plugins.names("dataset")
     assert fake_plugins.names("decoder") == ["standard"]
     assert fake_plugins.names("reporter") == ["csv", "json", "markdown", "table"]
@@ -149,7 +149,7 @@ def test_registering_a_non_subclass_fails_that_plugin_only() -> None:
     bad = _inline_module("bad_kind", harness_register_metrics=harness_register_metrics)
     plugins = build_plugins(entry_points=False, extra=[bad, fakes])
     assert "not-a-metric" not in plugins.names("metric")
-    assert plugins.names("metric") == ["fake-len", "fake-overlap"]
+    assert plugins.names("metric") == ["fake-len", "fake-overlap", "fake-prefer"]
     assert [f.name for f in plugins.failures] == ["bad_kind"]
     assert "must subclass harness.api.Metric" in plugins.failures[0].error
 
@@ -192,7 +192,7 @@ def test_unknown_hook_name_is_reported() -> None:
     plugins = build_plugins(entry_points=False, extra=[_inline_module("typo_plugin", harness_register_metric=harness_register_metric), fakes])
     assert [f.name for f in plugins.failures] == ["typo_plugin"]
     assert "harness_register_metric" in plugins.failures[0].error
-    assert plugins.names("metric") == ["fake-len", "fake-overlap"]
+    assert plugins.names("metric") == ["fake-len", "fake-overlap", "fake-prefer"]
 
 
 def test_duplicate_names_keep_the_first_and_report_the_second() -> None:
@@ -220,7 +220,7 @@ def test_same_class_registered_twice_is_not_a_duplicate() -> None:
 
     plugins = build_plugins(entry_points=False, extra=[fakes, _inline_module("again", harness_register_metrics=harness_register_metrics)])
     assert not plugins.failures
-    assert plugins.names("metric") == ["fake-len", "fake-overlap"]
+    assert plugins.names("metric") == ["fake-len", "fake-overlap", "fake-prefer"]
 
 
 # --------------------------------------------------------------------------- lookups

@@ -8,6 +8,7 @@ exported sheet. The copy is read by `.venv-core` (built by scripts/core-env.sh) 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -71,7 +72,15 @@ def test_reading_commands_give_the_same_output_with_only_the_core_installed(cli_
         assert result.exit_code == 0, result.output
         return result.stdout
 
-    assert _core(core_harness, "report", "--store", there, "--format", "json") == main("report", "--store", here, "--format", "json")
+    # the same rows, but Human (PPI) needs ppi-python, which the core install lacks: there it says how to install it
+    core_rows = json.loads(_core(core_harness, "report", "--store", there, "--format", "json"))
+    main_rows = json.loads(main("report", "--store", here, "--format", "json"))
+    rated = [r for r in core_rows if r["metric"] == "human" and r["n"]]
+    assert rated and all(r["ppi_value"] is None and "pip install 'llm-decoding-harness[ppi]'" in r["ppi_note"] for r in rated)
+    assert all("pip install" not in (r["ppi_note"] or "") for r in main_rows if r["metric"] == "human")
+    without_ppi = lambda rows: [{k: v for k, v in r.items() if not k.startswith("ppi_")} for r in rows]  # noqa: E731
+    assert without_ppi(core_rows) == without_ppi(main_rows)
+    assert "needs ppi-python" in _core(core_harness, "report", "--store", there)
     assert _core(core_harness, "analyze", "--store", there, "--format", "json") == main("analyze", "--store", here, "--format", "json")
     _core(core_harness, "human", "export", "--store", there, "-o", tmp_path / "core_sheet.csv", "-n", 6)
     main("human", "export", "--store", here, "-o", tmp_path / "main_sheet.csv", "-n", 6)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 import threading
 
 import pytest
@@ -241,3 +242,137 @@ def test_a_broken_backend_answers_500_and_keeps_serving(page, monkeypatch):
     assert status == 500 and "disk gone" in body["error"]
     monkeypatch.undo()
     assert request(page, "GET", "/api/session?annotator=Ann")[0] == 200
+
+
+# --------------------------------------------------------------------------- limits over a raw socket (issue 17, item 4)
+
+
+def raw_request(server, head: str, body: bytes = b"", *, timeout: float = 10) -> tuple[int, socket.socket]:
+    """Send ``head`` (request line and headers, no final blank line) and ``body`` as bytes; the status and the open socket."""
+    sock = socket.create_connection((server.host, server.port), timeout=timeout)
+    sock.sendall(head.encode() + b"\r\n\r\n" + body)
+    return _status(sock), sock
+
+
+def _status(sock: socket.socket) -> int:
+    """Read one response off ``sock``; its status."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1)) if b"Content-Length" in head else 0
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return int(head.split(b" ")[1])
+
+
+def closed(sock: socket.socket, within: float = 5.0) -> bool:
+    """The server closed the connection (the next recv ends or is reset) within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def _post_head(server, length: str, *, extra: str = "") -> str:
+    return (f"POST /api/ratings HTTP/1.1\r\nHost: {server.host}:{server.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}" + extra)
+
+
+@pytest.mark.parametrize("length", ["-1", "-70000", "1e3", "0x10", "12, 12", "999999999999"])
+def test_a_body_of_no_sensible_length_is_refused_before_it_is_read(page, length):
+    """`Content-Length: -1` once made the server read until the client stopped (300 MB streamed: 51 -> 353 MB)."""
+    status, sock = raw_request(page, _post_head(page, length))
+    try:
+        assert status in (400, 413)
+        # the server answered without waiting for a body and closed the connection: nothing more is read
+        assert closed(sock)
+    finally:
+        sock.close()
+    assert page.backend.ratings() == []
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE", "POST"])
+def test_the_body_limit_holds_for_every_request(page, method):
+    head = f"{method} /api/config HTTP/1.1\r\nHost: {page.host}:{page.port}\r\nContent-Length: {10 * 1024 * 1024}"
+    status, sock = raw_request(page, head, b"x" * 1024)
+    try:
+        assert status == 413 and closed(sock)
+    finally:
+        sock.close()
+    chunked = f"POST /api/ratings HTTP/1.1\r\nHost: {page.host}:{page.port}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked"
+    status, sock = raw_request(page, chunked, b"ffffff\r\n")
+    try:
+        assert status == 411 and closed(sock)
+    finally:
+        sock.close()
+    # headers are held to the same limit
+    many = "".join(f"\r\nX-Filler-{i}: {'y' * 1000}" for i in range(80))
+    status, sock = raw_request(page, f"GET /api/config HTTP/1.1\r\nHost: {page.host}:{page.port}{many}")
+    sock.close()
+    assert status == 431
+
+
+def test_a_small_body_on_a_get_is_read_and_the_connection_stays_usable(page):
+    head = f"GET /api/config HTTP/1.1\r\nHost: {page.host}:{page.port}\r\nContent-Length: 5"
+    status, sock = raw_request(page, head, b"hello")
+    try:
+        assert status == 200
+        sock.sendall(f"GET /api/config HTTP/1.1\r\nHost: {page.host}:{page.port}\r\n\r\n".encode())
+        assert _status(sock) == 200
+    finally:
+        sock.close()
+
+
+def test_a_post_without_a_length_is_411(page):
+    head = f"POST /api/ratings HTTP/1.1\r\nHost: {page.host}:{page.port}\r\nContent-Type: application/json\r\nConnection: close"
+    status, sock = raw_request(page, head, b'{"annotator": "Ann"}')
+    sock.close()
+    assert status == 411
+
+
+def test_an_idle_or_half_sent_connection_is_closed_after_the_timeout():
+    backend = MemoryBackend(rating_samples.items("likert"), RatingScale("likert"))
+    with serve(backend, announce=None, timeout=0.5).start() as server:
+        silent = socket.create_connection((server.host, server.port), timeout=10)
+        half = socket.create_connection((server.host, server.port), timeout=10)
+        half.sendall(b"GET /api/config HTTP/1.1\r\nHost: ")  # and never the rest
+        body = socket.create_connection((server.host, server.port), timeout=10)
+        body.sendall(_post_head(server, "100").encode() + b"\r\n\r\n{\"annotator\"")  # a body that stops halfway
+        try:
+            for sock in (silent, half, body):
+                assert closed(sock, within=5.0)
+        finally:
+            for sock in (silent, half, body):
+                sock.close()
+        assert request(server, "GET", "/api/config")[0] == 200  # and the server goes on serving
+    assert backend.ratings() == []
+
+
+@pytest.mark.parametrize("digits", [400, 5000])
+def test_an_absurdly_long_number_is_off_the_scale_not_a_500(page, digits):
+    item_id = rating_samples.items("likert")[0].item_id
+    raw = ('{"annotator": "Ann", "item_id": "%s", "value": %s}' % (item_id, "9" * digits)).encode()
+    status, body, _ = request(page, "POST", "/api/ratings", raw=raw, headers={"Content-Type": "application/json"})
+    assert status == 400, body
+    assert "off the likert scale" in body["error"] or "not JSON" in body["error"]
+    assert page.backend.ratings() == []
+
+
+@pytest.mark.parametrize("item_id", [12345, 1.5, ["h1"], {"id": "h1"}, True])
+def test_an_item_id_that_is_not_a_string_says_so(page, item_id):
+    status, body, _ = request(page, "POST", "/api/ratings", {"annotator": "Ann", "item_id": item_id, "value": 3})
+    assert status == 400 and "'item_id' must be a string" in body["error"], body
+    status, body, _ = request(page, "POST", "/api/ratings", {"annotator": 7, "item_id": "h1", "value": 3})
+    assert status == 400 and "'annotator' must be a string" in body["error"], body

@@ -78,7 +78,8 @@ def test_pairwise_sheet_round_trip_gives_win_rates_a_ranking_and_a_pairwise_anal
     analysis = cli("analyze", "--format", "json", "--level", "pairwise", "-r", fake_registry)
     assert analysis.exit_code == 0, analysis.output
     found = json.loads(analysis.stdout)
-    assert found and {r["level"] for r in found} == {"pairwise"}
+    assert found and {r["level"] for r in found} == {"pairwise", "preference"}  # preference: each metric's agreement with the annotators'
+    assert {r["metric"] for r in found if r["level"] == "preference"} == {"fake-len", "fake-overlap"}
 
 
 def test_a_single_sheet_rated_with_pair_verdicts_is_refused(cli, fake_registry) -> None:
@@ -167,6 +168,20 @@ def test_serve_stores_every_rating_at_once_resumes_and_refuses_a_second_rating(t
     human = [r for r in json.loads(report.stdout) if r["metric"] == "human" and r["value"] is not None]
     # Likert 4 and 5 on 0-1 are 0.75 and 1.0, whichever cells they fall in
     assert sum(r["n"] for r in human) == 2 and sum(r["n"] * r["value"] for r in human) == pytest.approx(1.75)
+
+
+@pytest.mark.slow
+def test_serve_stopped_by_sigterm_exits_143_like_every_command(tmp_path, serve_page) -> None:
+    """Issue 17, item 4: `human serve` exited 0 on SIGTERM, where every other command exits 143."""
+    registry = fakes.write_registry(tmp_path / "registry.toml", human={"n_per_cell": 1})
+    assert subprocess.run([sys.executable, str(FAKE_HARNESS), "run", "--all", "-r", str(registry)], capture_output=True).returncode == 0
+    proc, url = serve_page(registry, "--annotator", "Ann")
+    status, session = _api(url, "/api/session?annotator=Ann")
+    assert _api(url, "/api/ratings", {"annotator": "Ann", "item_id": session["items"][0]["id"], "value": 1})[0] == 201
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 143, err
+    assert "1 rating(s) saved by this page" in out and "stopped (SIGTERM)" in err and "Traceback" not in err
 
 
 # --------------------------------------------------------------------------- in a browser, over the store

@@ -1,4 +1,5 @@
-"""The ``ray`` executor (issue 10): unit tests, then a real two-node Ray cluster on this machine.
+"""The ``ray`` executor (issue 10): unit tests, a cluster started by hand with ``ray start`` (issue 23),
+then a real two-node Ray cluster on this machine.
 
 The cluster tests start ``ray.cluster_utils.Cluster`` (a head node with the dashboard, for
 Ray's state API, and a second node; one CPU each) on the loopback interface, and run the
@@ -13,13 +14,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -78,6 +82,87 @@ def test_a_bad_address_is_a_user_error() -> None:
         rx.RayExecutor({"address": "my-cluster"})
     for good in ("auto", "10.0.0.5:6379", "ray://head.example:10001"):
         rx.RayExecutor({"address": good})  # checked, not connected
+
+
+def test_an_address_where_nothing_listens_is_one_clear_error_at_once() -> None:
+    pytest.importorskip("ray")
+    import harness_executors.ray_executor as rx
+
+    port = _free_port()  # closed again: nothing listens there
+    started = time.perf_counter()
+    with pytest.raises(UserError) as info:
+        rx.RayExecutor({"address": f"127.0.0.1:{port}"}).connect()
+    assert str(info.value) == (f"executor.address: cannot join the Ray cluster at '127.0.0.1:{port}': nothing is listening there (connection refused): "
+                               f"start the cluster's head on 127.0.0.1 with `ray start --head --port={port}`, or correct the address")
+    assert time.perf_counter() - started < 5  # Ray itself retries for minutes
+    with pytest.raises(UserError, match="the host 'no-such-host.invalid' is not known"):
+        rx.RayExecutor({"address": "no-such-host.invalid:6379"}).connect()
+
+
+def test_a_token_file_that_cannot_be_read_is_named_before_ray_starts(monkeypatch, tmp_path) -> None:
+    import harness_executors.ray_join as join
+
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "nope"))
+    assert join.check_token_file() == (f"RAY_AUTH_TOKEN_PATH names {tmp_path / 'nope'}, which cannot be read (No such file or directory): "
+                                       "put the cluster's token there (`ray get-auth-token` on the head prints it)")
+    (tmp_path / "nope").write_text("\n")
+    assert "which is empty" in join.check_token_file()
+    (tmp_path / "nope").write_text("ab12\n")
+    assert join.check_token_file() is None
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # not read at all then
+    (tmp_path / "nope").unlink()
+    assert join.check_token_file() is None
+
+
+def test_why_ray_init_failed_is_said_from_rays_exceptions(monkeypatch, tmp_path) -> None:
+    """The messages of Ray 2.60's own exceptions (as wrapped by ray.init) mapped to the likely cause."""
+    import harness_executors.ray_join as join
+
+    def wrapped(inner: Exception) -> Exception:
+        try:
+            try:
+                raise inner
+            except Exception as e:
+                raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379") from e
+        except Exception as outer:
+            return outer
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    refused = wrapped(RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n ... "
+                                   "ray.exceptions.AuthenticationError: RPC error: InvalidAuthToken: Authentication token is missing or incorrect."))
+    assert join.explain(refused).startswith("the cluster uses token authentication and this process sent no token: RAY_AUTH_MODE is unset here, "
+                                            "and Ray sends a token to an explicit address only with RAY_AUTH_MODE=token. Set RAY_AUTH_MODE=token")
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("ab" * 32)
+    assert "; this machine has one in ~/.ray/auth_token. Set" in join.explain(refused)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert join.explain(refused).startswith("the cluster refused the token this process sent (from ~/.ray/auth_token): it is not the cluster's token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "x")
+    assert "(from the RAY_AUTH_TOKEN variable)" in join.explain(refused)
+
+    class AuthenticationError(Exception):  # ray.exceptions.AuthenticationError, raised before connecting
+        pass
+
+    assert join.explain(AuthenticationError("Token authentication is enabled but no authentication token was found. Ensure ...")).startswith(
+        "RAY_AUTH_MODE is 'token' but this process has no token: put the cluster's token in ~/.ray/auth_token")
+    mismatch = RuntimeError("Version mismatch: The cluster was started with:\n    Ray: 2.59.0\n    Python: 3.11.7\n"
+                            "This process on node 10.0.0.7 was started with:\n    Ray: 2.60.0\n    Python: 3.11.7\n")
+    assert join.explain(mismatch) == ("the cluster runs Ray 2.59.0 on Python 3.11.7, this process Ray 2.60.0 on Python 3.11.7: the driver and "
+                                      "every node need the same Ray and Python versions (and the same harness and plugin packages)")
+    assert join.explain(ConnectionError("Could not find any running Ray instance. Please specify ...")).startswith("no Ray cluster runs on this machine")
+    assert join.explain(wrapped(ValueError("something new\nmore"))) == "ConnectionError: Failed to connect to Ray cluster at 10.0.0.5:6379"
+
+
+def test_the_token_is_never_forwarded_to_the_jobs() -> None:
+    pytest.importorskip("ray")
+    import harness_executors.ray_executor as rx
+
+    with pytest.raises(UserError, match="executor.forward_env: RAY_AUTH_TOKEN is not forwarded: Ray shows forwarded variables in its dashboard"):
+        rx.RayExecutor({"forward_env": ["HF_TOKEN", "RAY_AUTH_TOKEN"]})
 
 
 def test_the_worker_progress_sends_at_most_once_a_second_and_always_the_end() -> None:
@@ -199,16 +284,17 @@ def cluster(tmp_path_factory):
         mp.undo()
 
 
-def spawn(registry: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def spawn(registry: Path, *args: str, env: dict[str, str] | None = None, inherit: bool = True) -> subprocess.Popen:
+    """``harness ARGS -r registry``; ``env`` added to this process's environment, or the whole environment with ``inherit=False``."""
     return subprocess.Popen(
         [str(HARNESS), *args, "-r", str(registry)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        env={**(os.environ if inherit else {}), "PYTHONUNBUFFERED": "1", **(env or {})},
     )
 
 
-def harness(registry: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> tuple[int, str, str]:
-    proc = spawn(registry, *args, env=env)
+def harness(registry: Path, *args: str, env: dict[str, str] | None = None, inherit: bool = True, timeout: float = 300) -> tuple[int, str, str]:
+    proc = spawn(registry, *args, env=env, inherit=inherit)
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
 
@@ -256,6 +342,81 @@ def ray_registry(tmp_path: Path, cluster, name: str, **registry_kwargs) -> Path:
     folder.mkdir()
     registry = fakes.write_registry(folder / "registry.toml", **registry_kwargs)
     return _with_executor(registry, {"name": "ray", "address": cluster.address, "forward_env": ["FAKE_BATCH_SECONDS", "FAKE_TRAIN_SECONDS"], "poll_seconds": 0.1})
+
+
+# --------------------------------------------------------------------------- a cluster started by hand (before the cluster above starts)
+#
+# docs/distributed.md, "By hand": `ray start` for a head and one more node (scripts/ray-local-cluster.sh, as
+# the docs tell a user), token authentication on as Ray 2.60 has it when a token exists, the driver joining
+# with address = "127.0.0.1:PORT". HOME is a folder of the test's: the script's `ray get-auth-token
+# --generate` writes the token to its ~/.ray/auth_token, as on a user's machine, and the real one is never touched.
+
+SCRIPT = ROOT / "scripts" / "ray-local-cluster.sh"
+
+
+@pytest.fixture(scope="module")
+def tiny_local(tmp_path_factory) -> Path:
+    """The embedded default at a tiny budget (real SmolLM2), run by the local executor: what every ray run must report."""
+    local = tiny_default(tmp_path_factory.mktemp("tiny-local"))
+    code, _, err = harness(local, "run", "--all", timeout=600)
+    assert code == 0, err
+    return local
+
+
+@pytest.fixture(scope="class")
+def by_hand(tmp_path_factory):
+    """Two nodes (1 CPU each) started with `ray start` by scripts/ray-local-cluster.sh; stopped however the tests end,
+    and before the cluster_utils tests start (class scope)."""
+    pytest.importorskip("ray")
+    if shutil.which("setsid") is None:
+        pytest.skip("scripts/ray-local-cluster.sh needs setsid (util-linux)")
+    home = tmp_path_factory.mktemp("home")
+    folder = Path(tempfile.mkdtemp(prefix="rlc-", dir="/tmp"))  # short: Ray's socket paths in it must stay under 107 characters
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # no test cluster's RAY_AUTH_MODE=disabled and such
+    env |= {
+        "HOME": str(home),
+        "PATH": os.pathsep.join([str(HARNESS.parent), os.environ.get("PATH", "")]),
+        "HARNESS_CACHE": os.environ.get("HARNESS_CACHE", str(Path.home() / ".cache" / "harness")),  # the converted SmolLM2, shared
+    }
+    try:
+        start = subprocess.run(["bash", str(SCRIPT), "start", str(port), str(folder)], env=env, capture_output=True, text=True, timeout=300)
+        assert start.returncode == 0, start.stdout + start.stderr
+        yield SimpleNamespace(address=f"127.0.0.1:{port}", env=env | {"RAY_AUTH_MODE": "token"}, home=home, folder=folder)
+    finally:
+        stop = subprocess.run(["bash", str(SCRIPT), "stop", str(port), str(folder)], env=env, capture_output=True, text=True, timeout=180)
+        shutil.rmtree(folder, ignore_errors=True)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+
+
+@pytest.mark.slow
+class TestAClusterStartedByHand:
+    def test_with_a_token_it_runs_the_default_as_the_local_executor_does(self, by_hand, tiny_local, tmp_path) -> None:
+        assert len((by_hand.home / ".ray" / "auth_token").read_text().strip()) == 64  # the token the script had Ray generate
+        on_ray = tiny_default(tmp_path / "ray", extra=f'[executor]\nname = "ray"\naddress = "{by_hand.address}"\n')
+        code, _, err = harness(on_ray, "run", "--all", env=by_hand.env, inherit=False, timeout=600)
+        assert code == 0, err
+        assert "trained 1 (reused 0), generated 12 (cached 0), scored 36 (cached 0)" in err, err
+        assert len(nodes_used(err)) == 2, err  # jobs ran on both nodes
+        assert report(on_ray) == report(tiny_local)
+        texts = "SELECT model, config, example_id, text FROM generations ORDER BY 1, 2, 3"
+        assert query(on_ray, texts) == query(tiny_local, texts)
+
+    def test_a_driver_without_the_clusters_token_is_told_why_it_cannot_join(self, by_hand, tmp_path) -> None:
+        registries = {name: tiny_default(tmp_path / name, extra=f'[executor]\nname = "ray"\naddress = "{by_hand.address}"\n') for name in ("missing", "wrong")}
+        no_mode = {k: v for k, v in by_hand.env.items() if k != "RAY_AUTH_MODE"}  # the issue's case: a token on the machine, RAY_AUTH_MODE unset
+        envs = {"missing": no_mode, "wrong": by_hand.env | {"RAY_AUTH_TOKEN": "0" * 64}}
+        procs = {name: spawn(registries[name], "run", "--all", env=envs[name], inherit=False) for name in registries}  # Ray retries 20 s: both at once
+        errs = {}
+        for name, proc in procs.items():
+            _, errs[name] = proc.communicate(timeout=180)
+            assert proc.returncode == 2, errs[name]
+            assert "Traceback" not in errs[name]
+            assert query(registries[name], "SELECT COUNT(*) FROM generations") == [(0,)]
+        prefix = f"executor.address: cannot join the Ray cluster at '{by_hand.address}': "
+        assert prefix + "the cluster uses token authentication and this process sent no token: RAY_AUTH_MODE is unset here" in errs["missing"]
+        assert "this machine has one in ~/.ray/auth_token. Set RAY_AUTH_MODE=token" in errs["missing"]
+        assert prefix + "the cluster refused the token this process sent (from the RAY_AUTH_TOKEN variable): it is not the cluster's token" in errs["wrong"]
 
 
 N_GENERATIONS = 2 * len(fakes.STUDY_CONFIGS) * 8
@@ -408,11 +569,9 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_the_embedded_default_on_two_nodes_reports_exactly_what_the_local_executor_does(cluster, tmp_path) -> None:
-    local = tiny_default(tmp_path / "local")
+def test_the_embedded_default_on_two_nodes_reports_exactly_what_the_local_executor_does(cluster, tiny_local, tmp_path) -> None:
+    local = tiny_local
     on_ray = tiny_default(tmp_path / "ray", extra=f'[executor]\nname = "ray"\naddress = "{cluster.address}"\n')
-    code, _, err = harness(local, "run", "--all", timeout=600)
-    assert code == 0, err
     code, _, err = harness(on_ray, "run", "--all", timeout=600)
     assert code == 0, err
     assert "trained 1 (reused 0), generated 12 (cached 0), scored 36 (cached 0)" in err, err

@@ -137,8 +137,43 @@ def test_a_conflicting_key_is_reported_and_nothing_is_merged(cli, tmp_path) -> N
     result = cli("merge", b.parent / "out", "-r", a)
     assert result.exit_code == 2, result.output
     assert "1 key(s) hold different values" in result.stderr and "nothing was merged" in result.stderr
-    assert f"generations (gen_key={key[:24]})" in result.stderr and "'a different text'" in result.stderr
+    assert f"generations (gen_key={key})" in result.stderr and "'a different text'" in result.stderr
     assert digest(a.parent / "out") == before
+
+
+def test_a_refused_merge_into_a_new_folder_creates_nothing_and_names_whole_keys(cli, tmp_path) -> None:
+    """Issue 17, item 5: a refused merge left an empty store (harness.sqlite + lock) in a new -o folder, and keys cut to
+    24 characters made different conflicts print as identical lines."""
+    _, a, b = _halves(cli, tmp_path)
+    # two cells of configs whose names agree on their first 24 characters hold other definitions in b
+    configs = [c for (c,) in sqlite3.connect(a.parent / "out" / STORE_NAME).execute("SELECT config FROM cells WHERE model='fake-base' ORDER BY config")]
+    twins = next((x, y) for x in configs for y in configs if x < y and x[:24] == y[:24])
+    con = sqlite3.connect(b.parent / "out" / STORE_NAME)
+    rows = sqlite3.connect(a.parent / "out" / STORE_NAME).execute("SELECT * FROM cells WHERE model='fake-base' AND config IN (?, ?)", twins).fetchall()
+    con.executemany(f"INSERT INTO cells VALUES({','.join('?' * len(rows[0]))})", [(*r[:5], '{"edited": true}', *r[6:]) for r in rows])
+    con.commit()
+    con.close()
+    new = tmp_path / "new" / "merged"
+    result = cli("merge", a.parent / "out", b.parent / "out", "-o", new)
+    assert result.exit_code == 2, result.output
+    assert "2 key(s) hold different values" in result.stderr and "nothing was merged" in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip().startswith("cells (")]
+    assert len(lines) == 2 and lines[0] != lines[1]
+    assert all(f"config={name})" in result.stderr for name in twins)
+    assert not (tmp_path / "new").exists()  # no folder, no store, no lock
+
+
+def test_a_merge_that_copies_only_run_records_says_so(cli, fake_registry, tmp_path) -> None:
+    """Issue 17, item 5: it said "copied nothing new"."""
+    assert cli("run", "--all", "-r", fake_registry).exit_code == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_path, copy, ignore=shutil.ignore_patterns("copy"))
+    assert cli("run", "--all", "-r", copy / "registry.toml").exit_code == 0  # nothing to compute: only a run record
+    result = cli("merge", copy / "out", "-r", fake_registry)
+    assert result.exit_code == 0, result.output
+    assert "copied 1 run record" in result.stderr and "nothing new" not in result.stderr
+    again = cli("merge", copy / "out", "-r", fake_registry)
+    assert "copied nothing new" in again.stderr
 
 
 def test_merge_refuses_a_folder_without_a_store(cli, tmp_path) -> None:
@@ -150,7 +185,7 @@ def test_merge_refuses_a_folder_without_a_store(cli, tmp_path) -> None:
 # --------------------------------------------------------------------------- the package layout
 
 
-CORE = {"harness.api", "harness.errors", "harness.hookspecs", "harness.plugins", "harness.registry", "harness.data", "harness.store", "harness.locks", "harness.merge"}
+CORE = {"harness.api", "harness.errors", "harness.hookspecs", "harness.plugins", "harness.registry", "harness.data", "harness.store", "harness.locks", "harness.merge", "harness.tuning"}
 
 
 def _imports(path: Path, package: str) -> set[str]:
@@ -217,10 +252,10 @@ def test_the_core_names_no_built_in_plugin() -> None:
 
     plugins = build_plugins()
     builtin = {i.name for i in plugins.all() if i.source in entry_points.values()}
-    # literals that are not plugin references: analyze's own output formats, the kinds of a results source
-    allowed = {("harness/report/analyze.py", "table"), ("harness/report/analyze.py", "json"), ("harness/cli/analyze.py", "table"),
-               ("harness/cli/analyze.py", "json"), ("harness/report/analyze.py", "csv"), ("harness/report/analyze.py", "markdown"),
-               ("harness/cli/analyze.py", "markdown")}
+    # literals that are not plugin references: plan's own output formats (a plan is not a report of results), the kinds
+    # of a results source
+    allowed = {("harness/report/plan.py", "table"), ("harness/report/plan.py", "json"), ("harness/cli/plan.py", "table"),
+               ("harness/cli/plan.py", "json"), ("harness/report/analyze.py", "csv")}
     found = []
     for name, path in _modules().items():
         rel = path.relative_to(ROOT).as_posix()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -457,6 +458,51 @@ def test_output_dir_that_cannot_be_created(tmp_path: Path, cli) -> None:
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert "experiment.output_dir" in result.stderr and "cannot create" in result.stderr
+
+
+@pytest.mark.parametrize("command", [("check",), ("split", "-r")])
+def test_check_and_split_agree_on_an_output_dir_that_cannot_be_made(command, tmp_path: Path, cli) -> None:
+    """Issue 17, item 6: check passed `output_dir = "/proc/harness-out"`, which split cannot create."""
+    registry = _write(tmp_path, _bad(output_dir="/proc/harness-out"))
+    result = cli(*command, registry)
+    _assert_one_error(result, registry, "experiment.output_dir", "cannot create the results store in /proc/harness-out")
+
+
+def test_check_probes_a_new_output_dir_and_leaves_nothing_behind(tmp_path: Path, cli) -> None:
+    registry = _write(tmp_path, _bad(output_dir="deep/er/out"))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert cli("check", registry).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "er").mkdir(mode=0o500)  # a folder the store cannot be made in
+    try:
+        if os.access(tmp_path / "deep" / "er", os.W_OK):
+            pytest.skip("running as a user that writes anywhere (root): permissions cannot be tested")
+        _assert_one_error(cli("check", registry), registry, "experiment.output_dir", "cannot create the results store")
+    finally:
+        (tmp_path / "deep" / "er").chmod(0o700)
+
+
+def test_check_says_the_file_is_valid_when_only_the_data_cannot_be_reached(tmp_path: Path, cli, monkeypatch) -> None:
+    """Issue 17, item 7: everything else is validated first; the message says what was and was not checked."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: the Hub "endpoint" refuses at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    registry = _write(tmp_path, _bad(dataset={"source": "hub", "name": "me/data", "test_size": 5}))
+    result = cli("check", registry)
+    _assert_one_error(result, registry, "dataset.source", "the Hugging Face Hub is unreachable")
+    assert "the experiment file is valid (2 models (1 fine-tuned), 12 decoding configs" in result.stderr
+    assert "the data could not be checked: " in result.stderr
+    assert not (tmp_path / "out").exists()
+    # a problem with the file itself still comes first, as before
+    broken = _write(tmp_path, _bad(dataset={"source": "hub", "name": "me/data", "test_size": 5}, engine={"name": "fake-engin"}))
+    result = cli("check", broken)
+    assert result.exit_code == 2 and "engine.name" in result.stderr and "the data could not be checked" not in result.stderr
 
 
 def test_report_to_a_path_that_cannot_be_written(tmp_path: Path, cli) -> None:

@@ -77,3 +77,35 @@ def test_study_registry_validates():
 def test_study_adapters_are_registered(name):
     info = project_plugins().info("model", name)
     assert info.cls.name == name and info.cls.default_base_model
+
+
+def test_check_of_the_study_with_the_hub_unreachable_is_quick_and_clear(monkeypatch):
+    """Issue 17, item 7: `check` spent ~23 s in the Hub client's retries and printed only the Hub's error."""
+    import socket
+
+    from click.testing import CliRunner
+
+    import harness.cli
+    import harness.cli.common
+    import harness_datasets.alpaca as alpaca
+
+    with socket.socket() as s:  # a port nothing listens on: the connection is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_hub_client(purpose):
+        raise AssertionError("the Hub client (and its retries) should not be reached when the Hub is unreachable")
+
+    monkeypatch.setattr(alpaca, "_import_datasets", no_hub_client)
+    plugins = project_plugins()
+    monkeypatch.setattr(harness.cli.common, "build_plugins", lambda **kwargs: plugins)
+    result = CliRunner().invoke(harness.cli.main, ["check", str(STUDY)])
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in result.output and "Retrying" not in result.output
+    assert line.startswith(f"error: {STUDY}: the experiment file is valid (3 models (3 fine-tuned), 12 decoding configs")
+    assert "the data could not be checked: dataset.source: the Hugging Face Hub is unreachable" in line
+    assert f"127.0.0.1:{port}" in line and "HF_HUB_OFFLINE=1" in line

@@ -281,13 +281,17 @@ def _correlations() -> list[CorrelationRow]:
 
 @pytest.mark.parametrize("width", [80, 120])
 def test_analyze_table_fits(width, monkeypatch):
+    from harness_reporters.analysis_view import LEVEL_TITLES
+    from harness_reporters.builtin import TableReporter
+
     from harness.report import analyze as analyze_cmd
 
     monkeypatch.setenv("COLUMNS", str(width))
     rows = _correlations()
-    text = analyze_cmd.render(rows, ["A finding."], ["A note."], "table", title="Metric-human agreement: study", source={"resamples": 1000, "seed": 0})
+    context = analyze_cmd.context(rows, ["A finding."], ["A note."], title="Metric-human agreement: study", source={"resamples": 1000, "seed": 0})
+    text = TableReporter().render([], context)  # what `harness analyze` hands the default reporter
     _assert_fits(text, width)
-    titles = [analyze_cmd.LEVEL_TITLES[level] for level in ("system", "example")]
+    titles = [LEVEL_TITLES[level] for level in ("system", "example")]
     tables = _parse_tables(text, titles, key=0)
     assert list(tables) == titles
     full = 0
@@ -415,3 +419,53 @@ def test_run_without_a_terminal_prints_a_line_per_cell(cli, fake_registry):
     assert {m for m, _ in cells} == {"fake-base", "fake-tuned"}
     assert re.search(rf"^generating: {len(cells)} cells, {8 * len(cells)}/{8 * len(cells)} in ", err, flags=re.M)
     assert re.search(r"^training fake-tuned: \d+/\d+ in \d+\.\d s, loss=0\.5$", err, flags=re.M)
+
+
+# --------------------------------------------------------------------------- issue 17, item 8
+
+
+def test_markdown_report_escapes_the_experiment_and_model_names():
+    """The Markdown report wrote the experiment name raw (the HTML report escapes it)."""
+    from harness_reporters.builtin import MarkdownReporter
+
+    rows, context, *_rest = study_report()
+    name = "<img src=x onerror=alert(1)> *study* [link](http://x) | # `code` & more\nsecond line"
+    context = {**context, "experiment": name}
+    md = MarkdownReporter().render([r.__class__(**{**r.__dict__, "model": "m*_[1]"}) if r.model == MODELS[0] else r for r in rows], context)
+    title = md.splitlines()[0]
+    assert title == r"# &lt;img src=x onerror=alert(1)&gt; \*study\* \[link\](http://x) \| \# \`code\` &amp; more second line"
+    assert "<img" not in md and "\nsecond line" not in md
+    assert r"## m\*\_\[1\]" in md
+
+
+def test_plugins_listing_is_readable_at_80_columns(monkeypatch):
+    """`harness plugins` at 80 columns cut every package name ("llm-decoding-…") and wrapped descriptions into 6-line rows."""
+    from click.testing import CliRunner
+
+    import harness.cli
+    from harness.plugins import build_plugins
+
+    found = build_plugins()
+    for width in (80, 60):
+        monkeypatch.setenv("COLUMNS", str(width))
+        result = CliRunner().invoke(harness.cli.main, ["plugins"])
+        assert result.exit_code == 0, result.output
+        text = result.stdout
+        assert not re.search(r"\w…", text) and text.endswith("\n")  # nothing cut (a description may hold its own "…")
+        assert all(cell_len(line) <= width for line in text.splitlines())
+        for info in found.all():
+            line = next(line for line in text.splitlines() if line.startswith(f"  {info.name} ") and not line.startswith("   "))
+            assert f"{info.package} {info.version}" in line  # the package whole, on the plugin's own line
+        if width == 80:  # each description takes at most three lines under its plugin
+            blocks = re.split(r"\n(?=  \S)", text)
+            assert all(len([l for l in b.splitlines() if l.startswith("      ")]) <= 3 for b in blocks)
+    monkeypatch.setenv("COLUMNS", "240")
+    wide = CliRunner().invoke(harness.cli.main, ["plugins"]).stdout
+    assert "┃ name" in wide and "llm-decoding-harness" in wide and not re.search(r"\w…", wide)
+
+
+def test_runs_output_ends_with_a_newline(cli, fake_registry):
+    assert cli("run", "--all", "-r", fake_registry).exit_code == 0
+    for args in (("runs",), ("runs", "--requirements", "1")):
+        result = cli(*args, "-r", fake_registry)
+        assert result.exit_code == 0 and result.stdout.endswith("\n") and not result.stdout.endswith("\n\n"), repr(result.stdout[-80:])

@@ -13,10 +13,13 @@ from .. import __version__
 from .analyze import analyze_cmd
 from .human import human_group
 from .merge import merge_cmd
+from .plan import plan_cmd
 from .plugins_cmd import check_cmd, plugins_cmd
+from .recover import recover_cmd
 from .report import report_cmd
 from .run import STAGE_COMMANDS, run_cmd
 from .runs import runs_cmd
+from .tune import tune_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,7 +28,7 @@ def main() -> None:
     """Fine-tune, sweep decoding settings, score and report — through plugins."""
 
 
-for command in (plugins_cmd, check_cmd, run_cmd, *STAGE_COMMANDS, report_cmd, human_group, analyze_cmd, merge_cmd, runs_cmd):
+for command in (plugins_cmd, check_cmd, run_cmd, *STAGE_COMMANDS, report_cmd, human_group, analyze_cmd, plan_cmd, merge_cmd, recover_cmd, runs_cmd, tune_cmd):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
 from ..errors import UserError
-from .common import echo, err, handle_errors, open_store, registry_option, store_option, write_atomic
+from .common import echo, err, handle_errors, open_store, plugins, registry_option, store_option, write_atomic
 
-FORMATS = ("table", "json", "markdown")
 LEVELS = ("system", "example", "pairwise", "both")
 
 
 @click.command("analyze")
 @click.option("--results", "results_path", type=click.Path(dir_okay=False), default=None, help="a CSV with model, config, human and one column per metric, instead of the store")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--format", "fmt", default=None, help="a reporter plugin that renders analyses: table, markdown, json, csv, html, … [default: the default reporter]")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="write to this file instead of stdout")
 @click.option("--level", type=click.Choice(LEVELS), default="both", show_default=True, help="system (one point per model x config), example (one per rated generation), pairwise (one per judged pair), or both: all that apply (store only)")
 @click.option("--seed", type=int, default=None, help="bootstrap seed [default: the experiment seed, or 0 for --results]")
@@ -34,18 +34,30 @@ def analyze_cmd(results_path, fmt, output, level, seed, resamples, metrics, mode
     if results_path is not None:
         if models:
             raise UserError("--model selects models in the store; with --results every row of the file is used", key="--model")
+        found = plugins()
+        fmt = fmt or found.default("reporter")
+        found.info("reporter", fmt, key="--format")
         rows, notes, source = from_csv(results_path, list(metrics) or None, seed or 0, resamples, level)
         title = f"Metric-human agreement: {Path(results_path).name}"
     else:
-        store, _, _ = open_store(registry, store_dir, readonly=True)
+        store, found, _ = open_store(registry, store_dir, readonly=True)
+        fmt = fmt or found.default("reporter")
+        found.info("reporter", fmt, key="--format")
         results = Results.load(store, models=list(models) or None, metrics=list(metrics) or None)
         rows, notes, source, title = from_results(results, seed, resamples, level)
     findings = analysis.findings(rows)
+    preferences = []
     if results_path is None and results.pairs:
+        from ..report import judges
         from ..report.data import _rows, pairwise_items, sign_agreement
 
         findings += sign_agreement(pairwise_items(_rows(results), results.metric_names, results.pairs), results.metric_names)
-    text = render(rows, findings, notes, fmt, title=title, source=source)
+        if level in ("both", "pairwise"):
+            # every metric's (and LLM judge's) preference against the annotators': agreement with and without ties, Cohen's kappa
+            items = judges.preference_items(results, _rows(results), results.metric_names)
+            preferences = judges.preference_agreement(items, results.metric_names, seed=source["seed"], n_resamples=resamples)
+            findings += judges.preference_findings(preferences)
+    text = render(rows, findings, notes, fmt, title=title, source=source, plugins=found, color=output is None and sys.stdout.isatty(), preferences=preferences)
     if output:
         write_atomic(Path(output), text)
         err.print(f"wrote {output}")

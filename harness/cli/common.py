@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -39,6 +40,14 @@ def handle_errors(fn: Callable) -> Callable:
             # escape: messages quote keys like [[models]]; soft_wrap: keep paths whole when piped
             err.print(f"[bold red]error:[/] {escape(exc.render())}", markup=True, soft_wrap=True)
             sys.exit(exc.exit_code)
+        except sqlite3.DatabaseError as exc:  # met while reading rows: a damaged page or a full disk, said like any other
+            from ..store_health import explain
+
+            found = explain(exc)
+            if found is None:
+                raise
+            err.print(f"[bold red]error:[/] {escape(found.render())}", markup=True, soft_wrap=True)
+            sys.exit(found.exit_code)
         except KeyboardInterrupt as exc:
             what = "stopped (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
             err.print(f"\n[yellow]{what}[/]: everything finished so far is saved; run the same command again to continue.", markup=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from .common import handle_errors, open_store, registry_option, selection_options, store_option
+from .common import Terminated, handle_errors, open_store, registry_option, selection_options, store_option
 
 
 @click.group("human")
@@ -46,12 +46,29 @@ def human_export(output, fmt, n_per_cell, scale, pairwise, against, force, model
         raise UserError(f"already exists and may hold ratings: {listed}; pass --force to overwrite it, or choose another -o", file=output)
     results = Results.load(store, models=list(models) or None, configs=list(configs) or None, metrics=[])
     n = _n(n_per_cell, results)
-    items, rated_on = prepare_items(store, results, n_per_cell=n, pairwise=pairwise, against=against, scale=scale)
-    written = fmt_plugin.export(items, rated_on, Path(output))
+    destination = Path(output)
+    created = [p for p in (destination, *destination.parents) if not p.exists()]  # deepest first
+    written: list[Path] = []
+    try:
+        # the items are recorded only once the sheet is written: one transaction, rolled back if writing fails
+        with store.transaction():
+            items, rated_on = prepare_items(store, results, n_per_cell=n, pairwise=pairwise, against=against, scale=scale)
+            written = fmt_plugin.export(items, rated_on, destination)
+    except BaseException:
+        # the store does not know these items (the commit failed): a sheet of them could never be imported
+        for path in written:
+            path.unlink(missing_ok=True)
+        for folder in created:  # and the folders the export made, where empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     where = ", ".join(str(w) for w in written)
     again = written[0] if len(written) == 1 else output
     how = "left, right or tie" if rated_on.pairwise else ("0/1" if rated_on.name == "binary" else "1-5")
     click.echo(f"wrote {len(items)} items to {where}: rate them ({how}) with an annotator name, then `harness human import --format {fmt} {again}`")
+    _say_rounds(store, items, rated_on)
 
 
 @human_group.command("serve")
@@ -79,16 +96,31 @@ def human_serve(port, annotator, n_per_cell, scale, pairwise, against, models, c
         annotator = check_annotator(annotator)
     results = Results.load(store, models=list(models) or None, configs=list(configs) or None, metrics=[])
     items, rated_on = prepare_items(store, results, n_per_cell=_n(n_per_cell, results), pairwise=pairwise, against=against, scale=scale)
+    _say_rounds(store, items, rated_on)
     backend = StoreBackend(store, items, rated_on)
     server = serve(backend, port=port, annotator=annotator, announce=lambda line: click.echo(line))
     click.echo(f"{len(items)} {rated_on.name} items; every rating is saved in {store.path} as it is given. Ctrl-C stops the page.")
+    stopped: KeyboardInterrupt | None = None
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt as exc:  # Ctrl-C is how the page is stopped (exit 0); SIGTERM exits 143, as every command
+        stopped = exc
     finally:
         server.stop()
     click.echo(f"stopped: {backend.stored} rating(s) saved by this page")
+    if isinstance(stopped, Terminated):
+        raise stopped
+
+
+def _say_rounds(store, items, rated_on) -> None:
+    """Say so when these items rate outputs that were exported before on another scale (a second round)."""
+    from ..report.items import earlier_rounds
+
+    for other, count in sorted(earlier_rounds(store, [i.item_id for i in items]).items()):
+        click.echo(
+            f"a second round on the {rated_on.name} scale: these are new items; the {count} {other} items exported before "
+            f"for the same outputs keep their scale and their ratings (both rounds count in the Human column, each on its own scale)"
+        )
 
 
 def _n(n_per_cell: int | None, results) -> int:
@@ -118,6 +150,7 @@ def human_import(path: str, fmt: str | None, scale: str | None, replace: bool, r
         raise UserError(f"no exported items are known in {store.directory}; run `harness human export` first", file=path)
     # the file and the items' recorded scale decide; --scale only when they cannot
     ratings, resolved = fmt_plugin.read(Path(path), items, None if scale in (None, "auto") else RatingScale(scale))
+    _check_item_scales(ratings, resolved, items, path)
     previous = store.existing_ratings([(r.item_id, r.annotator) for r in ratings])
     changed = [r for r in ratings if (r.item_id, r.annotator) in previous and previous[(r.item_id, r.annotator)] != r.value]
     if changed and not replace:
@@ -141,6 +174,21 @@ def human_import(path: str, fmt: str | None, scale: str | None, replace: bool, r
     if same:
         parts.append(f"{same} already imported with the same value (unchanged)")
     click.echo("; ".join(parts))
+
+
+def _check_item_scales(ratings, resolved, items, path) -> None:
+    """Every rating must be on the scale its item was exported for: a rating never changes meaning."""
+    wrong = [r for r in ratings if items[r.item_id].scale and items[r.item_id].scale != resolved.name]
+    if not wrong:
+        return
+    shown = "; ".join(f"{r.where or r.item_id}: item {r.item_id!r} was exported for the {items[r.item_id].scale} scale" for r in wrong[:10])
+    more = f" and {len(wrong) - 10} more" if len(wrong) > 10 else ""
+    raise UserError(
+        f"{len(wrong)} rating(s) read as {resolved.name} are for items exported on another scale: {shown}{more}; nothing was imported. "
+        "An item keeps the scale it was exported for: import without --scale (the items say their scale), "
+        f"or export a {resolved.name} round (`harness human export --scale {resolved.name}`: new items) and rate those",
+        file=path,
+    )
 
 
 def _num(x: float) -> str:

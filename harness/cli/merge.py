@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import click
@@ -24,20 +25,36 @@ def merge_cmd(others, output, registry: str, store_dir) -> None:
     written. Adapters are matched by sha256 and their files copied.
     """
     from ..locks import run_lock
-    from ..merge import merge
+    from ..merge import apply, plan
     from ..store import Store
 
-    target_dir = output or store_dir
-    if target_dir is None:
-        exp, _ = load(registry)
-        target_dir = exp.output_dir
+    target_dir = Path(output or store_dir) if (output or store_dir) else load(registry)[0].output_dir
     sources = []
     for other in others:
         src = Store.open_existing(Path(other), readonly=True)
         if src is None:
             raise UserError("no results store here (harness.sqlite); name the output folder of a run", file=other)
         sources.append(src)
-    target = Store(Path(target_dir))
-    with run_lock(Path(target_dir), "harness merge"):
-        report = merge(target, sources)
+    target = Store.open_existing(target_dir)
+    if target is not None:
+        with run_lock(target_dir, "harness merge"):
+            report = apply(target, plan(target, sources))
+    else:
+        # a new folder: nothing is created until the merge is known to go through
+        merge_plan = plan(target_dir, sources)
+        created = [p for p in (target_dir, *target_dir.parents) if not p.exists()]  # deepest first
+        there = set(target_dir.iterdir()) if target_dir.is_dir() else set()
+        try:
+            target = Store(target_dir)
+            with run_lock(target_dir, "harness merge"):
+                report = apply(target, merge_plan)
+        except BaseException:  # a full disk, say: remove what this command made, and nothing else
+            if target is not None:
+                target.close()
+            if created:
+                shutil.rmtree(created[-1], ignore_errors=True)
+            else:
+                for path in set(target_dir.iterdir()) - there:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            raise
     err.print(f"merged {len(sources)} store(s) into {target.directory}: {report.describe()}", soft_wrap=True)

@@ -16,11 +16,12 @@ from .common import echo, err, handle_errors, open_store, registry_option, selec
 @click.option("--baseline", "baseline", default=None, metavar="CONFIG", help="compare every config with this one [default: the sweep's defaults if they are a config, else the first config]")
 @click.option("--seed", type=int, default=None, help="seed of the bootstrap resampling [default: the experiment seed]")
 @click.option("--resamples", type=click.IntRange(min=1), default=1000, show_default=True, help="bootstrap resamples per interval and test")
+@click.option("--predictor", default=None, metavar="METRIC", help="the metric that predicts the ratings in Human (PPI) [default: [human] predictor, else chosen per cell by cross-fitting]")
 @selection_options
 @registry_option
 @store_option
 @handle_errors
-def report_cmd(fmt, output, baseline, seed, resamples, models, configs, metrics, registry, store_dir) -> None:
+def report_cmd(fmt, output, baseline, seed, resamples, predictor, models, configs, metrics, registry, store_dir) -> None:
     """Show what the run recorded, with 95% intervals and paired tests against a baseline (computes no scores, writes no results)."""
     from ..report.render import render_report
     from ..report.results import Results
@@ -29,7 +30,7 @@ def report_cmd(fmt, output, baseline, seed, resamples, models, configs, metrics,
     fmt = fmt or plugins.default("reporter")
     plugins.info("reporter", fmt, key="--format")
     results = Results.load(store, models=list(models) or None, configs=list(configs) or None, metrics=list(metrics) or None)
-    text = render_report(results, plugins, fmt, output=output, baseline=baseline, seed=seed, resamples=resamples, color=output is None and sys.stdout.isatty())
+    text = render_report(results, plugins, fmt, output=output, baseline=baseline, seed=seed, resamples=resamples, predictor=predictor, color=output is None and sys.stdout.isatty())
     if output:
         write_atomic(Path(output), text)
         err.print(f"wrote {output}")

@@ -9,6 +9,7 @@ import click
 from rich.markup import escape
 
 from ..errors import UserError
+from ..store_health import DiskFull, probe_folder
 from .common import err, handle_errors, load, registry_option, selection_options
 
 
@@ -45,10 +46,7 @@ STAGE_COMMANDS = [
 
 
 def run_stages(registry: str, stages: tuple[str, ...], models, configs, metrics, *, report: bool, confirmed: bool = True) -> None:
-    from ..locks import run_lock
-    from ..pipeline.procs import stop_descendants
-    from ..pipeline.progress import RichProgress
-    from ..pipeline.runner import CONFIRM_ABOVE, Runner, Selection, compute_split, plan_size, preflight, run_metadata
+    from ..pipeline.runner import CONFIRM_ABOVE, Selection, compute_split, plan_size, preflight, space_needed
     from ..store import Store
 
     exp, plugins = load(registry)
@@ -66,11 +64,34 @@ def run_stages(registry: str, stages: tuple[str, ...], models, configs, metrics,
             "check the sweep (`harness check`), select less (--model/--config), or pass --yes to run it",
             file=exp.path,
         )
+    why = probe_folder(exp.output_dir)  # as `harness check` probes it: the same message from both
+    if why:
+        raise UserError(f"cannot create the results store in {exp.output_dir}: {why}", file=exp.path, key="experiment.output_dir")
+    command = " ".join(["harness", *sys.argv[1:]])
+    if exp.prune and report:  # [sweep] prune = true: the sweep as a pruned search
+        from .tune import pruned_sweep
+
+        pruned_sweep(exp, plugins, selection, command)
+        return
     executor = plugins.create("executor", exp.executor, exp.executor_settings)
     store = Store(exp.output_dir)
-    command = " ".join(["harness", *sys.argv[1:]])
+    try:
+        _run(exp, plugins, store, executor, selection, stages, size, report, command)
+    except DiskFull as exc:  # one line: the folder, what is free, about what the rest of the run needs
+        raise exc.with_needed(space_needed(store, size)) from None
+    finally:
+        store.release_reserve()
+
+
+def _run(exp, plugins, store, executor, selection, stages, size, report: bool, command: str) -> None:
+    from ..locks import run_lock
+    from ..pipeline.procs import stop_descendants
+    from ..pipeline.progress import RichProgress
+    from ..pipeline.runner import Runner, run_metadata
+
     started = time.perf_counter()
     with run_lock(exp.output_dir, command):
+        store.keep_reserve()  # given back if the disk fills, so the run can still be marked interrupted
         stale = store.mark_interrupted()
         if stale:
             err.print(f"run{'s' if len(stale) > 1 else ''} {', '.join(map(str, stale))} had stopped without finishing: marked interrupted", soft_wrap=True)
@@ -92,7 +113,12 @@ def run_stages(registry: str, stages: tuple[str, ...], models, configs, metrics,
                 if status == "interrupted":
                     stop_descendants()
                 meta = meta | {"stats": runner.stats.__dict__, "seconds": round(time.perf_counter() - started, 2)}
-                store.finish_run(run_id, status, meta)
+                try:
+                    store.finish_run(run_id, status, meta)
+                except DiskFull:
+                    if status != "interrupted":
+                        raise
+                    # even the reserve did not make room: the next run marks this one interrupted
     s = runner.stats
     err.print(
         f"done in {time.perf_counter() - started:.1f}s: trained {s.trained} (reused {s.reused_adapters}), "

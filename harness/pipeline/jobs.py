@@ -275,7 +275,8 @@ class GenerateJob:
             tok = model.tokenizer(self.spec) if self.spec.template == "chat" else None
             requests: dict[str, list[GenRequest]] = {
                 config.name: [
-                    GenRequest(k, data.render_prompt(e, self.spec.template, tok), config.decoding, keys.example_seed(self.sweep_seed, e.id))
+                    GenRequest(k, data.render_prompt(e, self.spec.template, tok), config.decoding, keys.example_seed(self.sweep_seed, e.id),
+                               messages=data.prompt_messages(e, self.spec.template))
                     for e, k in missing
                 ]
                 for config, missing in todo
@@ -352,6 +353,8 @@ class ScoreJob:
     cells: tuple[ScoreCell, ...]
     kind: str = "score"
     needs: tuple[str, ...] = ()
+    #: the experiment file's folder (``Metric.base_dir``)
+    base_dir: str = "."
 
     @property
     def label(self) -> str:
@@ -361,6 +364,7 @@ class ScoreJob:
         import traceback as tb
 
         metric = plugins_here().create("metric", self.metric, self.settings)
+        metric.base_dir = Path(self.base_dir)
         try:
             for cell in self.cells:
                 note = getattr(progress, "note", None)

@@ -194,7 +194,10 @@ class RichProgress:
             if self._bars is not None:
                 self._bars.stop()
             if self._log is not None:
-                self._log.close()
+                try:
+                    self._log.close()
+                except OSError:  # its last lines could not be written (a full disk)
+                    pass
                 self._log = None
 
     # ------------------------------------------------------------------ the Progress API
@@ -291,5 +294,14 @@ class RichProgress:
         if console:
             self.console.print(line, markup=False, highlight=False, soft_wrap=True)
         if self._log is not None:
-            self._log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
-            self._log.flush()
+            try:
+                self._log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+                self._log.flush()
+            except OSError as exc:  # a full disk: the log stops, the run goes on (the store says if it cannot)
+                log, self._log = self._log, None
+                try:
+                    log.close()
+                except OSError:
+                    pass
+                self.console.print(f"cannot write {self.log_path} any more ({exc.strerror or exc}): progress goes to the terminal only",
+                                   markup=False, highlight=False, soft_wrap=True)

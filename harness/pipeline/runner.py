@@ -93,6 +93,15 @@ def plan_size(exp: Experiment, n_test: int, selection: Selection | None = None) 
     return PlanSize(len(models), sum(1 for m in models if m.finetune), len(configs), n_test, len(metrics))
 
 
+def space_needed(store: Store, size: PlanSize) -> int:
+    """About how many more bytes a run of ``size`` needs in ``store``: what the store holds per stored generation
+    (with its scores and records) times the generations still missing (a floor of a few KiB each on an empty store)."""
+    stored = store.db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    held = sum(p.stat().st_size for p in (store.path, Path(f"{store.path}-wal")) if p.exists())
+    per_generation = held / stored if stored else 4096 * (1 + size.metrics)
+    return int(per_generation * max(size.generations - stored, 0) * 1.25)
+
+
 @dataclass
 class RunStats:
     trained: int = 0
@@ -128,6 +137,7 @@ class Runner:
         *,
         executor: Any = None,
         run_id: int | None = None,
+        test_ids: Sequence[str] | None = None,
     ):
         self.exp = exp
         self.plugins = plugins
@@ -137,6 +147,8 @@ class Runner:
         self.sel.validate(exp)
         self.executor = executor
         self.run_id = run_id
+        #: only these test examples, in this order (a pruned search evaluates a config chunk by chunk); None: the whole test split
+        self.test_ids = tuple(test_ids) if test_ids is not None else None
         self.stats = RunStats()
         self.split_key = ""
         self._split: tuple[list[Example], list[Example]] | None = None
@@ -168,6 +180,12 @@ class Runner:
             self.store.save_split(split_key, info | {"n_records": n_records}, train, test)
             stored = (train, test)
         self.split_key = split_key
+        if self.test_ids is not None:
+            by_id = {e.id: e for e in stored[1]}
+            unknown = [i for i in self.test_ids if i not in by_id]
+            if unknown:
+                raise UserError(f"example {unknown[0]} is not in the test split (the dataset or the split changed)", file=self.exp.path, key="dataset")
+            stored = (stored[0], [by_id[i] for i in self.test_ids])
         self._split = stored
         self.stats.stage_seconds["split"] = self.stats.stage_seconds.get("split", 0) + time.perf_counter() - t0
         return stored
@@ -197,6 +215,7 @@ class Runner:
     def metric(self, name: str) -> Metric:
         if name not in self._metrics:
             self._metrics[name] = self.plugins.create("metric", name, self.exp.metric_settings[name])
+            self._metrics[name].base_dir = self.exp.base_dir
         return self._metrics[name]
 
     def metric_key(self, name: str) -> str:
@@ -321,7 +340,7 @@ class Runner:
                         with self.store.transaction():
                             self._record_aggregate(name, mkey, spec.name, config.name, cell_keys)
             if cells:
-                out.append(jobs.ScoreJob(f"score/{name}", name, dict(self.exp.metric_settings[name]), mkey, tuple(cells)))
+                out.append(jobs.ScoreJob(f"score/{name}", name, dict(self.exp.metric_settings[name]), mkey, tuple(cells), base_dir=str(self.exp.base_dir)))
         return out
 
     def _current_keys(self, spec: ModelSpec, config: SweepConfig) -> list[tuple[str, str]] | None:
@@ -336,6 +355,14 @@ class Runner:
         )
         _, (cell,) = probe.plan(state.adapter)
         return list(cell.keys)
+
+    def example_scores(self, metric: str, model: str, config: str) -> list[tuple[str, Any]]:
+        """(example id, stored :class:`~harness.api.ExampleScore` or None) of the cell's examples under ``metric``, in order."""
+        spec = self.exp.model(model)
+        cell_keys = self._current_keys(spec, self.exp.config(config)) or []
+        pairs = self._score_pairs(metric, spec, cell_keys) or []
+        have = self.store.scores(self.metric_key(metric), pairs) if pairs else {}
+        return [(e, have.get(p)) for (e, _), p in zip(cell_keys, pairs)] if pairs else [(e, None) for e, _ in cell_keys]
 
     def _record_aggregate(self, metric: str, mkey: str, model: str, config: str, cell_keys: Sequence[tuple[str, str]]) -> bool:
         """Record the cell's aggregate when every example has its score (inside the caller's transaction). True if recorded.
@@ -542,18 +569,20 @@ def preflight(exp: Experiment, plugins: Plugins, selection: Selection | None = N
     the config it compares with exists). Raises one UserError; builds no model."""
     sel = selection or Selection()
     engine = plugins.create("engine", exp.engine, exp.engine_settings)
+    # models first: an engine learns there what its servers can do (``unsupported`` may depend on it)
+    for spec in exp.models:
+        if sel.models is None or spec.name in sel.models:
+            engine.check(spec)
     for config in exp.configs:
         if sel.configs is not None and config.name not in sel.configs:
             continue
         why = engine.unsupported(config.decoding)
         if why:
             raise UserError(f"the engine '{exp.engine}' cannot decode this config: {why}", file=exp.path, key=f"sweep ({config.name})")
-    for spec in exp.models:
-        if sel.models is None or spec.name in sel.models:
-            engine.check(spec)
     for name in exp.metrics:
         if sel.metrics is None or name in sel.metrics:
             metric = plugins.create("metric", name, exp.metric_settings[name])
+            metric.base_dir = exp.base_dir
             metric.check()
             compared_config(exp, name, metric)
 

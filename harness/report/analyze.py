@@ -7,22 +7,21 @@ tables). For every metric against ``human``, in every scope (``all`` and each mo
 alone): Pearson r, Spearman rho and Kendall tau-b with 95% percentile-bootstrap
 intervals (seeded) and n. From the store, the same at the example level too, where the
 bootstrap resamples examples. Then findings derived from those numbers.
+
+The result reaches users through the reporter plugins, as ``harness report`` does: :func:`render`
+hands a reporter no rows and a context whose ``view`` is ``"analysis"`` (``title``,
+``correlations``, ``findings``, ``correlation_notes``, ``method``, ``source``).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 from . import analysis
 from .results import Results
-
-FORMATS = ("table", "json", "markdown")
-LEVELS = ("system", "example", "pairwise", "both")
 
 
 def from_csv(path: str, metrics, seed: int, resamples: int, level: str):
@@ -57,7 +56,7 @@ def from_results(results: Results, seed: int | None, resamples: int, level: str)
     return found, notes, source, f"Metric-human agreement: {results.experiment.name}"
 
 
-# --------------------------------------------------------------------------- rendering
+# --------------------------------------------------------------------------- rendering (through a reporter plugin)
 
 
 def _clean(v: Any) -> Any:
@@ -66,113 +65,33 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def _ci(row, name: str) -> str:
-    v = row.value(name)
-    if math.isnan(v):
-        return "—"
-    lo, hi = row.interval(name)
-    if math.isnan(lo) or math.isnan(hi):
-        return f"{v:.3f}"
-    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+def context(rows, findings: list[str], notes: list[str], *, title: str, source: dict[str, Any], preferences=()) -> dict[str, Any]:
+    """What a reporter receives to render an analysis (``context["view"] == "analysis"``): plain JSON-able values.
 
-
-HEADER = ["Level", "Scope", "Metric", "n", "Pearson r [95% CI]", "Spearman ρ [95% CI]", "Kendall τ-b [95% CI]"]
-COEFFICIENTS = (("pearson", "Pearson r"), ("spearman", "Spearman ρ"), ("kendall", "Kendall τ-b"))
-#: the terminal table's interval layouts, richest first: the first whose tables fit is used
-LAYOUTS = ("interval", "interval-below", "pm", "pm-below")
-LEVEL_TITLES = {
-    "system": "System level: one point per (model, config)",
-    "example": "Example level: one point per rated generation",
-    "pairwise": "Pairwise: one point per judged pair (metric a − b vs human preference)",
-}
-
-
-def _body(rows) -> list[list[str]]:
-    """The Markdown table's rows (one line each, full intervals)."""
-    return [[r.level, r.scope, r.metric, str(r.n), *(_ci(r, c) for c in ("pearson", "spearman", "kendall"))] for r in rows]
-
-
-def _cell(row, name: str, layout: str) -> str:
-    """One coefficient for the terminal table: its line breaks are chosen by ``layout``, never by wrapping."""
-    v = row.value(name)
-    if math.isnan(v):
-        return "—"
-    lo, hi = row.interval(name)
-    if math.isnan(lo) or math.isnan(hi):
-        return f"{v:.3f}"
-    interval = f"[{lo:.3f}, {hi:.3f}]" if layout.startswith("interval") else f"±{(hi - lo) / 2:.3f}"
-    return f"{v:.3f}{chr(10) if layout.endswith('-below') else ' '}{interval}"
-
-
-def _tables(rows, layout: str):
-    """One rich table per level (Scope | Metric | n | Pearson r | Spearman ρ | Kendall τ-b)."""
-    from rich.table import Table
-
-    out = []
-    for level in dict.fromkeys(r.level for r in rows):
-        table = Table(title=LEVEL_TITLES.get(level, f"{level} level"), title_justify="left")
-        table.add_column("Scope", no_wrap=True)
-        table.add_column("Metric", no_wrap=True)
-        table.add_column("n", justify="right", no_wrap=True)
-        for _, label in COEFFICIENTS:
-            table.add_column(label, justify="right", no_wrap=True)
-        for r in rows:
-            if r.level == level:
-                table.add_row(r.scope, r.metric, str(r.n), *(_cell(r, c, layout) for c, _ in COEFFICIENTS))
-        out.append(table)
-    return out
-
-
-def render(rows, findings: list[str], notes: list[str], fmt: str, *, title: str, source: dict[str, Any]) -> str:
-    """The correlation table and findings as ``table``, ``json`` or ``markdown``."""
-    if fmt == "json":
-        return json.dumps([{k: _clean(v) for k, v in r.as_dict().items()} for r in rows], indent=2) + "\n"
+    ``preferences``: each metric's (or judge's) agreement with the annotators' pairwise preferences
+    (:class:`harness.report.judges.PreferenceRow`), as ``context["preferences"]``."""
     method = (
         f"95% percentile bootstrap intervals, {source['resamples']} resamples, seed {source['seed']}: "
         "system level resamples (model, config) rows within the scope; example level resamples examples "
         "(all of an example's rated generations together)."
     )
-    if fmt == "markdown":
-        out = [f"# {title}", ""]
-        out.append("| " + " | ".join(HEADER) + " |")
-        out.append("|---" * len(HEADER) + "|")
-        out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in _body(rows)]
-        out += ["", method, ""]
-        if notes:
-            out += [f"- {n}" for n in notes] + [""]
-        out += ["## Findings", ""] + [f"- {f}" for f in findings] + [""]
-        return "\n".join(out)
-    import io
-
-    from rich.console import Console
-    from rich.measure import Measurement
-
-    buf = io.StringIO()
-    width = max(_width(), 40)
-    console = Console(file=buf, force_terminal=sys.stdout.isatty(), width=width)
-
-    def natural(table) -> int:
-        return Measurement.get(console, console.options.update_width(1_000_000), table).maximum
-
-    needed = {layout: max((natural(t) for t in _tables(rows, layout)), default=0) for layout in LAYOUTS}
-    layout = next((lay for lay in LAYOUTS if needed[lay] <= width), LAYOUTS[-1])
-    console.print(title, style="bold", highlight=False, markup=False)
-    for table in _tables(rows, layout):
-        console.print(table)
-    if layout.startswith("pm"):
-        wider = min(needed["interval"], needed["interval-below"])
-        method = f"±: half the width of the 95% interval [lo, hi] (shown in full from {wider} columns on, and by --format markdown or json). " + method
-    console.print(method, style="dim", highlight=False, markup=False)
-    for n in notes:
-        console.print(n, style="yellow", highlight=False, markup=False)
-    console.print("\nFindings", style="bold")
-    for f in findings:
-        console.print(f"• {f}", highlight=False, markup=False)
-    return buf.getvalue()
+    return {
+        "view": "analysis",
+        "title": title,
+        "experiment": title,
+        "correlations": [{k: _clean(v) for k, v in r.as_dict().items()} for r in rows],
+        "preferences": [{k: _clean(v) for k, v in p.as_dict().items()} for p in preferences],
+        "findings": list(findings),
+        "correlation_notes": list(notes),
+        "method": method,
+        "source": dict(source),
+    }
 
 
-def _width() -> int:
-    """The terminal's width (``COLUMNS`` when set; 120 when the output is not a terminal)."""
-    import shutil
-
-    return shutil.get_terminal_size((120, 24)).columns
+def render(rows, findings: list[str], notes: list[str], fmt: str, *, title: str, source: dict[str, Any], plugins: Any, color: bool = False, preferences=()) -> str:
+    """The correlations and findings in reporter ``fmt``'s format (one that declares the ``analysis`` view)."""
+    reporter_cls = plugins.info("reporter", fmt, key="--format").cls
+    if "analysis" not in getattr(reporter_cls, "views", ("report",)):
+        able = [n for n in plugins.names("reporter") if "analysis" in getattr(plugins.info("reporter", n).cls, "views", ("report",))]
+        raise UserError(f"the reporter '{fmt}' cannot render an analysis; reporters that can: {', '.join(able) or 'none'}", key="--format")
+    return reporter_cls({}).render([], {**context(rows, findings, notes, title=title, source=source, preferences=preferences), "color": color})

@@ -9,6 +9,10 @@ every config that produced it. The store keeps each :class:`SheetItem` to map op
 item ids back; rating formats (``harness.api.RatingFormat`` plugins) move the items to
 annotators and the ratings back.
 
+An item keeps the scale it was first exported for, for ever, so a rating never changes
+meaning. Asking for another scale on outputs already exported makes a second round: new
+items with new ids (:func:`round_ids`), beside the first round's items and ratings.
+
 Ratings are put on 0-1 by :func:`to_unit`: binary unchanged (the fraction rated
 acceptable), Likert ``(r - 1) / 4`` (1 -> 0, 3 -> 0.5, 5 -> 1).
 """
@@ -18,12 +22,12 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import UserError
 
-__all__ = ["SheetCandidate", "SheetItem", "PairItem", "make_item_id", "sample_items", "pair_items", "candidates", "rating_items", "to_unit"]
+__all__ = ["SheetCandidate", "SheetItem", "PairItem", "make_item_id", "sample_items", "pair_items", "candidates", "rating_items", "prepare_items", "round_ids", "earlier_rounds", "to_unit"]
 
 Cell = tuple[str, str]
 
@@ -241,7 +245,14 @@ def rating_items(store) -> dict[str, Any]:
 
 def prepare_items(store, results, *, n_per_cell: int, pairwise: bool = False, against: str | None = None, scale: str | None = None) -> tuple[list[Any], Any]:
     """Sample the items to rate from ``results`` (single outputs, or pairs with ``against``), record them in the store
-    (the map from opaque ids to cells), and return them as annotators see them, with the scale they are rated on."""
+    (the map from opaque ids to cells), and return them as annotators see them, with the scale they are rated on.
+
+    An item keeps the scale it was first exported for, for ever (its ratings mean what that scale
+    says). Asking for another scale on the same outputs makes a second round: new items with new
+    ids (:func:`round_ids`), rated and counted on their own scale beside the first round, whose
+    items and ratings stay as they are. Call it inside ``store.transaction()`` to record the
+    items only if what follows (writing the sheet) succeeds.
+    """
     import secrets
 
     from ..api import RatingScale
@@ -253,27 +264,67 @@ def prepare_items(store, results, *, n_per_cell: int, pairwise: bool = False, ag
         raise UserError(f"no generations to rate yet in {store.directory}; run `harness run --all` first")
     salt = store.get_meta("human_salt") or secrets.token_hex(8)
     seed = int(settings.get("seed", 0))
-    if pairwise:
-        if against is None:
-            configs = [(c.name, c.params) for c in results.configs]
-            against = choose_baseline(configs, results.experiment.sweep_defaults or None)["config"]
-        elif against not in {c.name for c in results.configs}:
-            from ..errors import unknown_name
+    with store.transaction():
+        if pairwise:
+            if against is None:
+                configs = [(c.name, c.params) for c in results.configs]
+                against = choose_baseline(configs, results.experiment.sweep_defaults or None)["config"]
+            elif against not in {c.name for c in results.configs}:
+                from ..errors import unknown_name
 
-            raise UserError(unknown_name("config", against, [c.name for c in results.configs]), key="--against")
-        pairs = pair_items(cands, against, n_per_cell, seed, salt=salt)
-        ids = [p.item_id for p, _, _ in pairs]
-        if store.get_meta("human_salt") is None:
-            store.set_meta("human_salt", salt)
-        store.save_pair_items([(p.item_id, p.gen_key_a, p.gen_key_b, p.model, p.config_a, p.config_b, p.example_id, p.a_on_left) for p, _, _ in pairs])
-        rated_on = RatingScale("pairwise")
-    else:
-        sampled = sample_items(cands, n_per_cell, seed, salt=salt)
-        ids = [i.item_id for i, _ in sampled]
-        if store.get_meta("human_salt") is None:
-            store.set_meta("human_salt", salt)
-        wanted = scale or settings.get("scale", "auto")
-        rated_on = RatingScale("likert" if wanted == "likert" else "binary")
-        store.save_human_items([(i.item_id, i.gen_key, i.model, i.config, i.example_id) for i, _ in sampled], rated_on.name)
-    items = rating_items(store)
+                raise UserError(unknown_name("config", against, [c.name for c in results.configs]), key="--against")
+            pairs = pair_items(cands, against, n_per_cell, seed, salt=salt)
+            ids = [p.item_id for p, _, _ in pairs]
+            if store.get_meta("human_salt") is None:
+                store.set_meta("human_salt", salt)
+            store.save_pair_items([(p.item_id, p.gen_key_a, p.gen_key_b, p.model, p.config_a, p.config_b, p.example_id, p.a_on_left) for p, _, _ in pairs])
+            rated_on = RatingScale("pairwise")
+        else:
+            wanted = scale or settings.get("scale", "auto")
+            rated_on = RatingScale("likert" if wanted == "likert" else "binary")
+            sampled = round_ids(store, sample_items(cands, n_per_cell, seed, salt=salt), rated_on.name, salt=salt)
+            ids = [i.item_id for i, _ in sampled]
+            if store.get_meta("human_salt") is None:
+                store.set_meta("human_salt", salt)
+            store.save_human_items([(i.item_id, i.gen_key, i.model, i.config, i.example_id) for i, _ in sampled], rated_on.name)
+        items = rating_items(store)
     return [items[i] for i in ids if i in items], rated_on
+
+
+def round_ids(store, sampled: list[tuple[SheetItem, SheetCandidate]], scale: str, *, salt: str) -> list[tuple[SheetItem, SheetCandidate]]:
+    """``sampled`` with each generation's item id on ``scale``: the item exported before for this scale, else a new one.
+
+    A generation's first item has the id :func:`make_item_id` (salt, gen_key), whatever its
+    scale. An item for the same generation on another scale (a second round) gets
+    ``make_item_id(salt, "<scale>|<gen_key>")``, so ids never move between scales and the same
+    request gives the same ids again. An item recorded without a scale (before scales were
+    recorded) is taken by the first scale that asks for it.
+    """
+    rows = store.human_items()
+    on_scale = {(r["gen_key"], r["scale"]): r["item_id"] for r in rows if r["gen_key_b"] is None}
+    taken = {r["item_id"] for r in rows}
+    out = []
+    for item, cand in sampled:
+        item_id = on_scale.get((item.gen_key, scale)) or on_scale.get((item.gen_key, ""))
+        if item_id is None:
+            item_id = item.item_id
+            if item_id in taken:
+                item_id = make_item_id(salt, f"{scale}|{item.gen_key}")
+                if item_id in taken:
+                    raise ValueError(f"item id {item_id!r} is already used by another item; use another salt")
+        out.append((replace(item, item_id=item_id), cand))
+    return out
+
+
+def earlier_rounds(store, item_ids: Iterable[str]) -> dict[str, int]:
+    """How many items on another (single-output) scale rate the same outputs as ``item_ids``, by scale."""
+    rows = [r for r in store.human_items() if r["gen_key_b"] is None]
+    by_id = {r["item_id"]: r for r in rows}
+    chosen = [by_id[i] for i in item_ids if i in by_id]
+    gens = {r["gen_key"] for r in chosen}
+    scales = {r["scale"] for r in chosen}
+    out: dict[str, int] = {}
+    for r in rows:
+        if r["gen_key"] in gens and r["scale"] not in scales and r["scale"]:
+            out[r["scale"]] = out.get(r["scale"], 0) + 1
+    return out

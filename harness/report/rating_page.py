@@ -27,6 +27,11 @@ The JSON API (every error is ``{"error": MESSAGE}``; ``annotator`` is a query pa
   the item (the body then carries ``given``); 415 unless the body is ``application/json``
   (which a cross-site form cannot send).
 
+Every request's body is limited to 64 KiB, whatever its method: a ``Content-Length`` that is
+larger, negative or not a number, or a chunked body, is refused before a byte of the body is
+read, and the connection is closed. A connection that stays silent for 30 seconds (an idle
+keep-alive, a half-sent request) is closed, so no connection holds a thread for ever.
+
 Requests whose ``Host`` is not this loopback address and port are refused (a web page cannot
 reach the server through a DNS name it controls), and the page is sent with a
 Content-Security-Policy that allows its own inline script and style (by hash) and fetches to
@@ -40,7 +45,9 @@ in ``submit``.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import math
 import threading
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -68,6 +75,8 @@ __all__ = [
 MAX_NAME = 80
 MAX_COMMENT = 5000
 MAX_BODY = 64 * 1024
+#: seconds a connection may stay silent (an idle keep-alive, a half-sent request) before the server closes it
+CONNECTION_TIMEOUT = 30.0
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -214,8 +223,18 @@ class RatingServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = False
 
-    def __init__(self, address: tuple[str, int], backend: RatingBackend, *, annotator: str | None = None, log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        backend: RatingBackend,
+        *,
+        annotator: str | None = None,
+        log: Callable[[str], None] | None = None,
+        timeout: float = CONNECTION_TIMEOUT,
+    ):
         self.backend = backend
+        #: seconds a connection may stay silent before it is closed
+        self.connection_timeout = timeout
         self.annotator = check_annotator(annotator) if annotator is not None else None
         self.log = log
         self.page = resources.files(__package__).joinpath("rating_page.html").read_bytes()
@@ -269,16 +288,18 @@ def serve(
     annotator: str | None = None,
     announce: Callable[[str], None] | None = print,
     log: Callable[[str], None] | None = None,
+    timeout: float = CONNECTION_TIMEOUT,
 ) -> RatingServer:
     """Bind the rating page for ``backend`` on ``host:port`` (port 0: a free one) and return the server, not yet serving.
 
     ``annotator`` fixes who rates (the page then asks no name). ``announce`` receives one
     line with the URL to open (None: say nothing); ``log`` receives one line per request
-    (None: quiet). Call ``serve_forever()`` or ``start()`` on the result. Raises
-    :class:`UserError` when the port is taken or the host cannot be bound.
+    (None: quiet); ``timeout`` is how long a connection may stay silent. Call ``serve_forever()``
+    or ``start()`` on the result. Raises :class:`UserError` when the port is taken or the host
+    cannot be bound.
     """
     try:
-        server = RatingServer((host, port), backend, annotator=annotator, log=log)
+        server = RatingServer((host, port), backend, annotator=annotator, log=log, timeout=timeout)
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", key="--port") from exc
     if announce is not None:
@@ -303,6 +324,18 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     protocol_version = "HTTP/1.1"
 
+    def setup(self) -> None:
+        self.timeout = self.server.connection_timeout  # StreamRequestHandler sets it on the socket: every recv waits at most this long
+        super().setup()
+
+    def parse_request(self) -> bool:
+        # the headers too are held to MAX_BODY (the standard library alone allows 100 lines of 64 KiB): 431 beyond it
+        rfile, self.rfile = self.rfile, _LimitedLines(self.rfile, MAX_BODY)
+        try:
+            return super().parse_request()
+        finally:
+            self.rfile = rfile
+
     # ------------------------------------------------------------------ dispatch
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -322,6 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         try:
+            self._raw = self._read_body()
             self._check_host()
             parts = urlsplit(self.path)
             path, query = parts.path, parse_qs(parts.query)
@@ -344,6 +378,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _ApiError(HTTPStatus.NOT_FOUND, f"no such page: {path}")
         except _ApiError as exc:
             self._json(exc.status, exc.body)
+        except TimeoutError:  # the client stopped sending in the middle of its body
+            self.close_connection = True
         except Exception as exc:  # a bug or a broken backend: say so, keep serving
             self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {type(exc).__name__}: {exc}"})
 
@@ -366,21 +402,43 @@ class _Handler(BaseHTTPRequestHandler):
             raise _ApiError(HTTPStatus.FORBIDDEN, f"this page rates as {self.server.annotator!r} only; start another for {name!r}")
         return name
 
+    def _read_body(self) -> bytes | None:
+        """The request's body (None: it declared none), at most :data:`MAX_BODY` bytes, whatever the method.
+
+        A body of unknown length (chunked) or a ``Content-Length`` that is larger than the limit,
+        negative or not a whole number is refused before a byte of it is read; the connection is
+        then closed, since what follows on it cannot be framed.
+        """
+        if self.headers.get("Transfer-Encoding") is not None:
+            self.close_connection = True
+            raise _ApiError(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length (a chunked body is not accepted)")
+        declared = self.headers.get_all("Content-Length") or []
+        if not declared:
+            return None
+        values = {value.strip() for value in declared}
+        if len(values) > 1 or not next(iter(values)).isdigit():
+            self.close_connection = True
+            raise _ApiError(HTTPStatus.BAD_REQUEST, f"Content-Length must be one whole number of bytes, got {', '.join(sorted(values))[:40]!r}")
+        length = int(next(iter(values)))
+        if length > MAX_BODY:
+            self.close_connection = True
+            raise _ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the request is larger than {MAX_BODY} bytes")
+        raw = self.rfile.read(length)
+        if len(raw) < length:  # the client closed the connection halfway
+            self.close_connection = True
+            raise _ApiError(HTTPStatus.BAD_REQUEST, "the request body ended before its Content-Length")
+        return raw
+
     def _body(self) -> dict[str, Any]:
         kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if kind != "application/json":
             raise _ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the rating as application/json")
+        if self._raw is None:
+            raise _ApiError(HTTPStatus.LENGTH_REQUIRED, "the request has no Content-Length")
         try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError as exc:
-            raise _ApiError(HTTPStatus.LENGTH_REQUIRED, "the request has no Content-Length") from exc
-        if length > MAX_BODY:
-            raise _ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the request is larger than {MAX_BODY} bytes")
-        raw = self.rfile.read(length)
-        try:
-            body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise _ApiError(HTTPStatus.BAD_REQUEST, f"the request body is not JSON: {exc}") from exc
+            body = json.loads(self._raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSON, or a number too long to convert
+            raise _ApiError(HTTPStatus.BAD_REQUEST, f"the request body is not JSON: {str(exc)[:200]}") from exc
         if not isinstance(body, dict):
             raise _ApiError(HTTPStatus.BAD_REQUEST, "the request body must be a JSON object")
         return body
@@ -413,21 +471,27 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _rate(self, body: dict[str, Any]) -> dict[str, Any]:
         backend = self.server.backend
+        if "annotator" in body and not isinstance(body["annotator"], str):
+            raise _ApiError(HTTPStatus.BAD_REQUEST, f"'annotator' must be a string (a name), not {_json_type(body['annotator'])}")
         annotator = self._annotator({"annotator": [body["annotator"]]} if "annotator" in body else {})
         item_id, value, comment = body.get("item_id"), body.get("value"), body.get("comment", "")
-        if not isinstance(item_id, str) or not item_id:
+        if item_id is None or item_id == "":
             raise _ApiError(HTTPStatus.BAD_REQUEST, "'item_id' is missing")
+        if not isinstance(item_id, str):
+            raise _ApiError(HTTPStatus.BAD_REQUEST, f"'item_id' must be a string (the item's id, as /api/session lists it), not {_json_type(item_id)}")
         if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
             raise _ApiError(HTTPStatus.BAD_REQUEST, f"'comment' must be text of at most {MAX_COMMENT} characters")
         items = {item.item_id for item in backend.items(annotator)}
         if item_id not in items:
             raise _ApiError(HTTPStatus.NOT_FOUND, f"no item {item_id!r} for annotator {annotator!r}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not backend.scale.allows(float(value)):
-            raise _ApiError(HTTPStatus.BAD_REQUEST, f"rating {value!r} is off the {backend.scale.name} scale; allowed: {_allowed(backend.scale)}")
+        number = _number(value)
+        if number is None or not backend.scale.allows(number):
+            shown = repr(value) if len(repr(value)) <= 24 else repr(value)[:20] + "…"
+            raise _ApiError(HTTPStatus.BAD_REQUEST, f"rating {shown} is off the {backend.scale.name} scale; allowed: {_allowed(backend.scale)}")
         earlier = backend.given(annotator).get(item_id)
         if earlier is not None:
             raise _ApiError(HTTPStatus.CONFLICT, AlreadyRated(earlier).message, given=_rating_json(earlier))
-        rating = Rating(item_id, annotator, float(value), comment=comment.strip(), where="rating page")
+        rating = Rating(item_id, annotator, number, comment=comment.strip(), where="rating page")
         try:
             backend.submit(rating)
         except AlreadyRated as exc:  # another tab of the same annotator got there first
@@ -461,12 +525,42 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.log(f"{self.address_string()} {format % args}")
 
 
+class _LimitedLines:
+    """``readline`` over ``stream`` that raises once more than ``limit`` bytes were read (what parsing headers uses)."""
+
+    def __init__(self, stream: Any, limit: int):
+        self.stream = stream
+        self.left = limit
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self.stream.readline(size)
+        self.left -= len(line)
+        if self.left < 0:
+            raise http.client.HTTPException(f"the request's headers are larger than {MAX_BODY} bytes")
+        return line
+
+
 def _item_json(item: RatingItem) -> dict[str, Any]:
     return {"id": item.item_id, "instruction": item.instruction, "input": item.input, "reference": item.reference, "outputs": list(item.outputs)}
 
 
 def _rating_json(rating: Rating) -> dict[str, Any]:
     return {"value": rating.value, "comment": rating.comment}
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float, or None (not a number, a bool, or too large for a float: a 400-digit integer)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def _allowed(scale: RatingScale) -> str:

@@ -1,4 +1,6 @@
-"""A report from recorded results: the numbers (:mod:`harness.report.data`), plots where the reporter wants them, the reporter's text."""
+"""A report from recorded results: the numbers (:mod:`harness.report.data`), the prediction-powered human estimates
+(:mod:`harness.report.ppi`) and what the numbers can claim (:mod:`harness.report.claims`), plots where the reporter
+wants them, the reporter's text."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from typing import Any
 
 from ..api import ReportRow
 from ..errors import UserError
+from . import claims, ppi
 from . import data as report_data
 from .results import Results
 
@@ -22,12 +25,15 @@ def render_report(
     resamples: int = 1000,
     color: bool = False,
     width: int | None = None,
+    predictor: str | None = None,
 ) -> str:
     """The text of the ``fmt`` report of ``results``; plots go beside ``output`` for reporters that write them as files."""
     reporter_cls = plugins.info("reporter", fmt, key="--format").cls
     reporter = reporter_cls({})
     if baseline is not None:  # a bad name fails before anything is computed or written
         report_data.choose_baseline([(c.name, c.params) for c in results.configs], None, baseline, all_configs=[c.name for c in results.experiment.configs])
+    if predictor is not None:  # a bad name fails before anything is computed
+        ppi.check_predictor(predictor, list(results.experiment.metrics), selected=results.metric_names)
     data = report_data.from_results(results, plugins, baseline=baseline, seed=seed, n_resamples=resamples, with_correlations=reporter_cls.correlations)
     stats_of = {(c.model, c.config, c.metric): c for c in data.cells}
     rows = []
@@ -43,12 +49,24 @@ def render_report(
         "color": color,
         **data.context(),
     }
+    base = data.baseline.get("config")
+    confidence = float(data.statistics.get("confidence", 0.95))
+    context["ppi"] = ppi.from_results(results, baseline=base, predictor=predictor, confidence=confidence).context()
+    context["claims"] = claims.from_results(results, context["comparisons"], baseline=base, confidence=confidence).context()
+    from . import tuning
+
+    context["tuning"] = tuning.context(results)
     if width is not None:
         context["width"] = width
+    from . import judges
+
+    found = judges.summary(results, seed=results.experiment.seed if seed is None else seed)
+    if found:  # LLM judges: reliability, length control, self-preference, what they said
+        context["judges"] = {**found, "lines": judges.summary_lines({"judges": found})}
     if reporter_cls.figures == "embedded" or (reporter_cls.figures == "files" and output):
         from . import plots
 
-        figures = plots.all_figures(context)
+        figures = plots.all_figures(context) + tuning.figures(context["tuning"], context["metrics"])
         if reporter_cls.figures == "embedded":
             context["figures"] = [{"id": f.id, "title": f.title, "caption": f.caption, "png": f.png} for f in figures]
         else:

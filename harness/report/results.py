@@ -143,6 +143,8 @@ class Results:
     store_path: str
     #: pairwise judgments of current generations, as shares of the win for ``config_a``
     pairs: tuple[PairOutcome, ...] = ()
+    #: (model, example id, configs): configs of the model whose outputs for the example are the same text (groups of 2+)
+    same_outputs: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
     @property
     def metric_names(self) -> list[str]:
@@ -296,7 +298,23 @@ class Results:
             runs=runs,
             store_path=str(store.path),
             pairs=tuple(pairs),
+            same_outputs=_same_outputs(store, chosen_models, {c.name for c in chosen_configs}),
         )
+
+
+def _same_outputs(store: Store, models: Sequence[str], configs: set[str]) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """Per model and example, the configs whose generations are the same text (seeded samplers share their draws)."""
+    out = []
+    rows = store.db.execute(
+        "SELECT ce.model, ce.example_id, group_concat(ce.config, char(31)) FROM cell_examples ce JOIN generations g ON g.gen_key = ce.gen_key "
+        "GROUP BY ce.model, ce.example_id, g.text HAVING COUNT(*) > 1"
+    )
+    chosen = set(models)
+    for model, example_id, joined in rows:
+        same = tuple(sorted(c for c in joined.split("\x1f") if c in configs))
+        if model in chosen and len(same) > 1:
+            out.append((model, example_id, same))
+    return tuple(sorted(out))
 
 
 def _why(fail_of: dict[str, str], model: str, config: str, metric: str) -> str | None:
@@ -320,11 +338,17 @@ def _experiment(runs: Sequence[dict[str, Any]], store: Store) -> ExperimentInfo:
     for run in reversed(runs):
         snap = (run.get("metadata") or {}).get("experiment_snapshot")
         if snap:
+            configs = list(snap["configs"])
+            # the trials of the latest search (harness tune) stay configs of their own after later runs of the sweep
+            searched = next((r["metadata"]["experiment_snapshot"]["configs"] for r in reversed(runs)
+                             if (r.get("metadata") or {}).get("tuning") and (r["metadata"].get("experiment_snapshot") or {}).get("name") == snap["name"]), [])
+            names = {c["name"] for c in configs}
+            configs += [c for c in searched if c["name"] not in names]
             return ExperimentInfo(
                 name=snap["name"],
                 seed=int(snap.get("seed", 0)),
                 models=tuple(snap["models"]),
-                configs=tuple(ConfigInfo(c["name"], dict(c["params"]), dict(c.get("decoding") or {})) for c in snap["configs"]),
+                configs=tuple(ConfigInfo(c["name"], dict(c["params"]), dict(c.get("decoding") or {})) for c in configs),
                 sweep_defaults=dict(snap.get("sweep_defaults") or {}),
                 metrics=tuple(m["name"] for m in snap["metrics"]),
                 human=dict(snap.get("human") or {}),

@@ -125,6 +125,22 @@ def test_greedy_text_matches_the_transformers_engine(vllm_base, hf_base, prompts
     assert any(r.text for r in got.values())
 
 
+def test_logprobs_are_the_raw_distribution_like_the_transformers_engine(vllm_base, hf_base, prompts):
+    """SamplingParams(logprobs=N): per generated token the chosen token's and the top N log-probabilities, the model's own
+    distribution (vLLM's raw_logprobs), as the transformers engine reports them (float32 on the same checkpoint)."""
+    requests = [GenRequest(f"l{i}", p, GREEDY, i, logprobs=5) for i, p in enumerate(prompts[:2])]
+    got, want = _run(vllm_base, requests), _run(hf_base, requests)
+    for r in requests:
+        g, w = got[r.key], want[r.key]
+        assert g.text == w.text and g.logprobs is not None and len(g.logprobs) == g.new_tokens == len(w.logprobs)
+        for a, b in zip(g.logprobs[:4], w.logprobs[:4]):
+            assert len(a.top) == 5 and a.top[0][0] == a.token  # greedy: the chosen token is the most likely
+            assert a.token == b.token and a.logprob == pytest.approx(b.logprob, abs=2e-3)
+            assert [lp for _, lp in a.top] == pytest.approx([lp for _, lp in b.top], abs=2e-3)
+    plain = _run(vllm_base, _greedy(prompts[:1]))
+    assert all(r.logprobs is None for r in plain.values())
+
+
 def test_results_come_in_batches_of_batch_size_with_per_example_seconds(vllm_base, prompts):
     batches = list(vllm_base.generate(_greedy(prompts), NullProgress()))
     assert [len(b) for b in batches] == [4, 2]  # batch_size 4, 6 prompts
@@ -161,6 +177,81 @@ def test_top_k_zero_means_no_top_k(vllm_base):
         (-1, 7, 0.7, 4, False),
     ]
     assert params.skip_special_tokens
+
+
+# --------------------------------------------------------------------------- repetition penalty, min_p
+
+
+def test_repetition_penalty_in_greedy_decoding_matches_the_transformers_engine(vllm_base, hf_base, prompts):
+    """Both engines penalise prompt and output tokens before choosing (transformers' RepetitionPenaltyLogitsProcessor)."""
+    rep = Decoding("greedy", NEW_TOKENS, repetition_penalty=1.5, unused=("temperature", "top_k", "top_p"))
+    requests = [GenRequest(f"r{i}", p, rep, i) for i, p in enumerate(prompts)]
+    got = _run(vllm_base, requests)
+    # one prompt per call: in a left-padded batch transformers' processor also penalises the padding token (here EOS)
+    want = {r.key: _run(hf_base, [r])[r.key] for r in requests}
+    assert [got[r.key].text for r in requests] == [want[r.key].text for r in requests]
+    plain = _run(vllm_base, _greedy(prompts))
+    assert any(got[f"r{i}"].text != plain[f"g{i}"].text for i in range(len(prompts))), "the penalty reaches vLLM"
+
+
+def test_min_p_keeps_the_tokens_at_least_min_p_times_as_likely_as_the_best(vllm_base, prompts):
+    """min_p = 1 keeps only the most likely token: hot sampling becomes greedy; a smaller min_p changes samples."""
+    only_best = Decoding("sample", NEW_TOKENS, temperature=1.5, top_k=0, min_p=1.0)
+    got = _run(vllm_base, [GenRequest(f"m{i}", p, only_best, 100 + i) for i, p in enumerate(prompts)])
+    greedy = _run(vllm_base, _greedy(prompts))
+    assert [got[f"m{i}"].text for i in range(len(prompts))] == [greedy[f"g{i}"].text for i in range(len(prompts))]
+    hot = Decoding("sample", NEW_TOKENS, temperature=1.5, top_k=0)
+    cut = Decoding("sample", NEW_TOKENS, temperature=1.5, top_k=0, min_p=0.3)
+    a = _run(vllm_base, [GenRequest(f"h{i}", p, hot, 7) for i, p in enumerate(prompts)])
+    b = _run(vllm_base, [GenRequest(f"c{i}", p, cut, 7) for i, p in enumerate(prompts)])
+    assert any(a[f"h{i}"].text != b[f"c{i}"].text for i in range(len(prompts)))
+    assert vllm_base._sampling_params(GenRequest("x", "p", cut, 7)).min_p == 0.3
+
+
+def test_what_vllm_cannot_honour_is_refused_before_anything_runs():
+    from harness_engines.vllm_engine import VllmEngine
+
+    engine = VllmEngine(dict(ENGINE))
+    assert engine.unsupported(Decoding("sample", 8, temperature=0.7, top_k=50, top_p=0.9)) is None
+    assert engine.unsupported(Decoding("sample", 8, temperature=0.7, min_p=0.1, repetition_penalty=1.2)) is None
+    assert engine.unsupported(Decoding("greedy", 8, repetition_penalty=1.3)) is None
+    assert "min_p before top_p" in engine.unsupported(Decoding("sample", 8, temperature=0.7, top_p=0.9, min_p=0.1))
+    assert "beam sampling" in engine.unsupported(Decoding("beam_sample", 8, temperature=0.8, num_beams=3))
+    assert "repetition_penalty" in engine.unsupported(Decoding("beam", 8, num_beams=3, repetition_penalty=1.2))
+    assert "early_stopping" in engine.unsupported(Decoding("beam", 8, num_beams=3, early_stopping=True))
+
+
+def test_check_refuses_a_sweep_config_vllm_cannot_honour(tmp_path):
+    """`harness check` (preflight) names the config and why, exit 2, before any model is built."""
+    import subprocess
+    import sys
+
+    registry = tmp_path / "registry.toml"
+    registry.write_text(f"""
+[experiment]
+output_dir = "out"
+[dataset]
+source = "synthetic"
+test_size = 4
+[engine]
+name = "vllm"
+[[models]]
+name = "smol"
+adapter = "peft-lora"
+base_model = "{SMOL}"
+[sweep]
+[sweep.defaults]
+temperature = 0.7
+top_p = 0.9
+min_p = 0.1
+[metrics]
+names = ["rouge_l"]
+""")
+    harness = Path(sys.executable).parent / "harness"
+    done = subprocess.run([str(harness), "check", str(registry)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "cannot decode this config" in done.stderr and "min_p before top_p" in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------- beam search

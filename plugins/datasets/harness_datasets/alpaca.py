@@ -18,7 +18,7 @@ from typing import Any
 
 from harness import hookimpl
 from harness.api import REQUIRED, DatasetSource, Option
-from harness.errors import MissingDependency, UserError
+from harness.errors import DataUnavailable, MissingDependency, UserError
 
 #: what a record may look like, quoted in every error about a malformed record
 ALLOWED = (
@@ -124,9 +124,9 @@ class JsonSource(DatasetSource):
         if not path.is_absolute():
             path = Path(base_dir) / path
         if not path.exists():
-            raise UserError(f"file not found: {path}", file=raw, key="dataset.path")
+            raise DataUnavailable(f"file not found: {path}", file=raw, key="dataset.path")
         if not path.is_file():
-            raise UserError(f"not a file: {path}", file=raw, key="dataset.path")
+            raise DataUnavailable(f"not a file: {path}", file=raw, key="dataset.path")
         return path
 
     def fingerprint(self, base_dir: Path) -> dict[str, Any]:
@@ -150,7 +150,7 @@ def read_json_records(path: Path) -> list[Any]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise UserError(f"cannot read the file: {exc.strerror or exc}", file=where) from exc
+        raise DataUnavailable(f"cannot read the file: {exc.strerror or exc}", file=where) from exc
     if not data.strip():
         raise UserError(f"the file is empty; {ALLOWED}", file=where)
     try:
@@ -236,6 +236,49 @@ def _has_type(exc: BaseException, names: Sequence[str]) -> bool:
     return any(type(e).__name__ in names for e in _chain(exc))
 
 
+#: seconds the reachability probe waits for the Hub
+PROBE_TIMEOUT = 5.0
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hub cannot be reached (a TCP connection to its endpoint, at most :data:`PROBE_TIMEOUT` s), or None.
+
+    Asked first because ``huggingface_hub`` retries an unreachable Hub five times with growing
+    waits (23-34 s measured) before it gives up. Not asked in offline mode (``HF_HUB_OFFLINE``,
+    ``HF_DATASETS_OFFLINE``: the cache is read) or behind a proxy (the proxy decides what is
+    reachable; the libraries' own errors then say what failed).
+    """
+    import os
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return None
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")):
+        return None
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    outcome: list[str | None] = []
+
+    def connect() -> None:  # in a thread: a name lookup is not bound by the socket's timeout
+        try:
+            socket.create_connection((host, port), timeout=PROBE_TIMEOUT).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc.strerror or type(exc).__name__)
+
+    thread = threading.Thread(target=connect, name="hub-probe", daemon=True)
+    thread.start()
+    thread.join(PROBE_TIMEOUT + 1)
+    if not outcome:
+        return f"{endpoint}: no answer within {PROBE_TIMEOUT:g} s"
+    return f"{endpoint}: {outcome[0]}" if outcome[0] else None
+
+
 class HubSource(DatasetSource):
     """Alpaca records from a data set on the Hugging Face Hub (default: ``tatsu-lab/alpaca``)."""
 
@@ -261,12 +304,20 @@ class HubSource(DatasetSource):
 
     def load(self, base_dir: Path) -> list[dict[str, str]]:
         name, revision, split = self._setting("name"), self._setting("revision"), self._setting("split")
+        unreachable = _hub_unreachable()  # before importing datasets (seconds): an offline check stays quick
+        if unreachable:
+            raise DataUnavailable(
+                f"the Hugging Face Hub is unreachable ({unreachable}), so '{name}' cannot be downloaded; connect to the network, "
+                'or use a local file: source = "json" with path = "your_data.json" (or, if the data set is in your Hugging Face '
+                "cache already, set HF_HUB_OFFLINE=1 to read it from there)",
+                key="dataset.source",
+            )
         datasets = _import_datasets("downloading a data set from the Hugging Face Hub")
         try:
             ds = datasets.load_dataset(name, revision=revision, split=split)
         except Exception as exc:
             if _has_type(exc, ("DatasetNotFoundError",)):
-                raise UserError(
+                raise DataUnavailable(
                     f"data set '{name}' was not found on the Hugging Face Hub (or it is private or gated "
                     "and no token is set)",
                     key="dataset.name",
@@ -276,7 +327,7 @@ class HubSource(DatasetSource):
             if isinstance(exc, ValueError) and "Unknown split" in str(exc):
                 raise UserError(f"'{name}' has no split '{split}' ({exc})", key="dataset.split") from exc
             if _is_offline(exc):
-                raise UserError(
+                raise DataUnavailable(
                     f"the Hugging Face Hub is unreachable, so '{name}' cannot be downloaded "
                     f"({type(exc).__name__}: {exc}); connect to the network, or use a local file: "
                     'source = "json" with path = "your_data.json"',

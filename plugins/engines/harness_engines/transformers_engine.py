@@ -66,6 +66,7 @@ from harness import hookimpl
 from harness.api import Decoding, Engine, GenRequest, GenResult, ModelAdapter, ModelSpec, Option, Progress
 from harness.errors import MissingDependency, UserError
 
+from . import logprobs
 from .eos import unique_token_ids
 from .sampling import CounterSampler
 
@@ -227,6 +228,9 @@ class TransformersSession:
             self.prompt_cache.clear()
 
     def generate(self, requests: Sequence[GenRequest], progress: Progress) -> Iterator[list[GenResult]]:
+        if any(logprobs.takes(r) for r in requests):  # log-probabilities: a path of their own (logprobs.py: generate with output_logits)
+            yield from logprobs.generate(self, [r for r in requests if logprobs.takes(r)], progress)
+            requests = [r for r in requests if not logprobs.takes(r)]
         if not requests:
             return
         # tokenized once per prompt: the lengths order the batches, the ids are padded per batch

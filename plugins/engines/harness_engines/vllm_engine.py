@@ -36,10 +36,15 @@ never mixed):
   but its length penalty divides by the length of prompt + output (transformers: output
   only), it stops only at the tokenizer's EOS, and it keeps ``num_beams`` live beams until
   all are finished or ``max_new_tokens`` is reached (no early stopping heuristic).
-  ``early_stopping = true`` and ``repetition_penalty != 1`` are refused with beams.
+  ``early_stopping = true`` and ``repetition_penalty != 1`` are refused with beams
+  (``Engine.unsupported``: at ``harness check`` and ``run``, before anything runs).
 * ``beam_sample``: vLLM has no beam sampling; refused with a UserError.
-* ``repetition_penalty`` (sampling / greedy): applied to prompt and output tokens, like
-  transformers.
+* ``repetition_penalty`` (sampling / greedy): applied to prompt and output tokens before
+  temperature, like transformers' ``RepetitionPenaltyLogitsProcessor``.
+* ``min_p`` (sampling): ``SamplingParams.min_p``, the same threshold as transformers'
+  ``MinPLogitsWarper`` (probability at least ``min_p`` times the most likely token's, after
+  temperature). vLLM applies it before top-k/top-p, transformers after them; the two keep the
+  same tokens unless ``top_p < 1`` too, so that combination is refused (``unsupported``).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import hookimpl
-from harness.api import Decoding, Engine, GenRequest, GenResult, ModelAdapter, ModelSpec, Option, Progress
+from harness.api import Decoding, Engine, GenRequest, GenResult, ModelAdapter, ModelSpec, Option, Progress, TokenLogprob
 from harness.errors import MissingDependency, UserError
 
 from .eos import unique_token_ids
@@ -108,6 +113,10 @@ class VllmEngine(Engine):
         ),
         "enforce_eager": Option(bool, default=False, help="no CUDA graphs / torch.compile: faster start, slower decoding"),
         "seed": Option(int, default=0, minimum=0, help="vLLM's global seed (sampling uses each request's own seed)"),
+        "load_format": Option(
+            str, default="auto", choices=("auto", "dummy"),
+            help="dummy: random weights at the checkpoint's shape (speed benchmarks only: the text is noise, and it is not in the cache key)",
+        ),
         "block_size": Option(
             int, default=None, nullable=True, minimum=1,
             help=f"tokens per KV-cache block (prefix caching reuses whole blocks); default {CPU_BLOCK_SIZE} on CPU, vLLM's own on a GPU",
@@ -149,6 +158,9 @@ class VllmEngine(Engine):
             return float(value)
         return 0.9 if self.cuda() else 0.2
 
+    def unsupported(self, decoding: Decoding) -> str | None:
+        return unsupported_reason(decoding)
+
     # -- open
 
     def open(self, adapter: ModelAdapter, spec: ModelSpec, adapter_dir: Path | None) -> VllmSession:
@@ -184,6 +196,8 @@ class VllmEngine(Engine):
             "enable_prefix_caching": True,
             "trust_remote_code": bool(spec.options.get("trust_remote_code", False)),
         }
+        if self.settings.get("load_format", "auto") != "auto":
+            kwargs["load_format"] = self.settings["load_format"]
         block_size = self.settings["block_size"] or (None if self.cuda() else CPU_BLOCK_SIZE)
         if block_size:
             kwargs["block_size"] = int(block_size)
@@ -302,15 +316,18 @@ class VllmSession:
             "skip_special_tokens": True,
             "detokenize": True,
         }
+        if req.logprobs > 0:  # vLLM's default logprobs are the raw model's (before temperature and filters), as TokenLogprob says
+            common["logprobs"] = int(req.logprobs)
         if d.strategy == "greedy":
             return SamplingParams(temperature=0.0, **common)
-        return SamplingParams(temperature=d.temperature, top_k=max(0, d.top_k), top_p=d.top_p, seed=int(req.seed), **common)
+        return SamplingParams(temperature=d.temperature, top_k=max(0, d.top_k), top_p=d.top_p, min_p=d.min_p, seed=int(req.seed), **common)
 
     def _result(self, req: GenRequest, out: Any, seconds: float) -> GenResult:
         completion = out.outputs[0]
         new = list(completion.token_ids)
         finish = "eos" if completion.finish_reason == "stop" else "length"
-        return GenResult(req.key, completion.text.strip(), len(out.prompt_token_ids or []), len(new), round(seconds, 4), finish)
+        logprobs = token_logprobs(new, completion.logprobs, req.logprobs, self.tok) if req.logprobs > 0 else None
+        return GenResult(req.key, completion.text.strip(), len(out.prompt_token_ids or []), len(new), round(seconds, 4), finish, logprobs)
 
     def _beam(self, requests: Sequence[GenRequest], prompts: dict[str, list[int]]) -> Iterator[list[GenResult]]:
         """Beam search through ``LLM.beam_search``, ``batch_size`` prompts (of one config) per call."""
@@ -364,20 +381,51 @@ class VllmSession:
             pass
 
 
+def unsupported_reason(d: Decoding) -> str | None:
+    """Why vLLM cannot decode ``d`` as the harness defines it (None: it can) — refused, never silently changed."""
+    if d.strategy == "beam_sample":
+        return ("the vllm engine cannot run beam sampling (num_beams > 1 with sampling): vLLM has no beam sampling; "
+                "drop beam_sampling from the sweep or use [engine] name = 'transformers'")
+    if d.strategy not in ("greedy", "sample", "beam"):
+        return f"the vllm engine does not know the decoding strategy '{d.strategy}'"
+    if d.strategy == "beam" and d.repetition_penalty != 1.0:
+        return "vLLM's beam search has no repetition_penalty; use [engine] name = 'transformers'"
+    if d.strategy == "beam" and d.early_stopping:
+        return "vLLM's beam search has no early_stopping; use [engine] name = 'transformers'"
+    if d.strategy == "sample" and d.min_p > 0.0 and d.top_p < 1.0:
+        # transformers filters top-k, top-p, then min-p; vLLM min-p before top-k/top-p, so top-p's nucleus is taken
+        # over fewer tokens and keeps fewer: another distribution
+        return ("vLLM applies min_p before top_p (transformers after it), which keeps other tokens when both are set; "
+                "use one of them, or [engine] name = 'transformers'")
+    return None
+
+
 def check_decoding(d: Decoding) -> None:
     """Refuse what vLLM cannot do as the harness defines it (rather than silently doing something else)."""
-    if d.strategy == "beam_sample":
-        raise UserError(
-            "the vllm engine cannot run beam sampling (num_beams > 1 with sampling): vLLM has no beam sampling; "
-            "drop beam_sampling from the sweep or use [engine] name = 'transformers'",
-            key="engine.name",
-        )
-    if d.strategy not in ("greedy", "sample", "beam"):
-        raise UserError(f"the vllm engine does not know the decoding strategy '{d.strategy}'", key="engine.name")
-    if d.strategy == "beam" and d.repetition_penalty != 1.0:
-        raise UserError("vLLM's beam search has no repetition_penalty; use [engine] name = 'transformers'", key="engine.name")
-    if d.strategy == "beam" and d.early_stopping:
-        raise UserError("vLLM's beam search has no early_stopping; use [engine] name = 'transformers'", key="engine.name")
+    why = unsupported_reason(d)
+    if why:
+        raise UserError(why, key="engine.name")
+
+
+def token_logprobs(token_ids: Sequence[int], positions: Any, top_n: int, tokenizer: Any) -> tuple[TokenLogprob, ...] | None:
+    """vLLM's per-position ``{token id: Logprob(logprob, rank, decoded_token)}`` as :class:`TokenLogprob` values
+    (the chosen token and the ``top_n`` most likely, most likely first); None when vLLM returned none."""
+    if positions is None:
+        return None
+    out = []
+    for token_id, entries in zip(token_ids, positions):
+        def text(tid: int, lp: Any) -> str:
+            decoded = getattr(lp, "decoded_token", None)
+            return decoded if decoded is not None else tokenizer.decode([tid])
+
+        ranked = sorted(entries.items(), key=lambda kv: -kv[1].logprob)[:top_n]
+        chosen = entries.get(token_id)
+        out.append(TokenLogprob(
+            text(token_id, chosen) if chosen is not None else tokenizer.decode([token_id]),
+            float(chosen.logprob) if chosen is not None else float("-inf"),
+            tuple((text(t, lp), float(lp.logprob)) for t, lp in ranked),
+        ))
+    return tuple(out)
 
 
 def lora_rank(adapter_dir: Path) -> int:

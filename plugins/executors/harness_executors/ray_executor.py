@@ -6,7 +6,10 @@ What it does, in the terms of :class:`harness.api.Executor`:
   this machine (shut down again by :meth:`RayExecutor.close`); ``"auto"`` joins the cluster
   that ``ray start`` made on this machine; ``"host:port"`` or ``"ray://host:port"`` joins a
   remote one. Every node must have the same Python environment with the harness and its
-  plugins installed: a worker builds the plugins from the installed entry points.
+  plugins installed: a worker builds the plugins from the installed entry points. A cluster
+  it cannot join is one :class:`~harness.errors.UserError` naming the address and the likely
+  cause — nothing listening, no token or the wrong one, other Ray or Python versions
+  (:mod:`harness_executors.ray_join`) — rather than Ray's traceback.
 * **Each job is one Ray task**, named after the job's id (``train/<model>``,
   ``generate/<model>/<part>``, ``score/<metric>``) and asking for the resources of its kind
   (``num_gpus_*``, ``num_cpus_*``). All jobs are submitted at once; a job that ``needs``
@@ -305,7 +308,7 @@ class RayExecutor(Executor):
     options = {
         "address": Option(
             str, default=None, nullable=True,
-            help='unset: start a local Ray instance with every GPU and CPU of this machine; "auto": the cluster `ray start` made here; "host:port" or "ray://host:port": a remote cluster',
+            help='unset: start a local Ray instance with every GPU and CPU of this machine; "auto": the cluster `ray start` made here; "host:port" or "ray://host:port": a remote cluster (one with token authentication needs RAY_AUTH_MODE=token and its token here)',
         ),
         **{
             f"num_gpus_{kind}": Option(
@@ -335,6 +338,12 @@ class RayExecutor(Executor):
         address = self.settings.get("address")
         if address is not None and address != "auto" and not _looks_like_address(address):
             raise UserError(f"'{address}' is not a Ray address; allowed: \"auto\", \"host:port\", \"ray://host:port\", or leave it unset for a local instance", key="executor.address")
+        secret = [name for name in self.settings["forward_env"] if name.upper().startswith("RAY_AUTH")]
+        if secret:
+            raise UserError(
+                f"{secret[0]} is not forwarded: Ray shows forwarded variables in its dashboard, and every node needs the "
+                "cluster's token itself to join (docs/distributed.md, \"By hand, with Ray's token\")", key="executor.forward_env",
+            )
         self._ray: Any = None
         self._owns = False  # this executor called ray.init (and so shuts it down)
         self._local = False  # ... and started a local instance
@@ -369,16 +378,33 @@ class RayExecutor(Executor):
                     ray.init(address="local", include_dashboard=False, _system_config={"worker_niceness": 0}, **kwargs)
                     self._local = True
                 else:
-                    try:
-                        ray.init(address=address, **kwargs)
-                    except (ConnectionError, RuntimeError, ValueError) as exc:
-                        raise UserError(f"cannot connect to the Ray cluster at '{address}': {exc}", key="executor.address") from None
+                    self._join(ray, address, kwargs)
             finally:
                 if main and sigterm is not None:  # ray.init replaces it with a plain exit: keep the run's own (SIGTERM = Ctrl-C)
                     signal.signal(signal.SIGTERM, sigterm)
             self._owns = True
         self._ray = ray
         return ray
+
+    @staticmethod
+    def _join(ray: Any, address: str, kwargs: dict[str, Any]) -> None:
+        """``ray.init`` on a cluster that runs already; one :class:`UserError` naming the address and the likely cause if it fails."""
+        from . import ray_join
+
+        def cannot(why: str) -> UserError:
+            return UserError(f"cannot join the Ray cluster at '{address}': {why}", key="executor.address")
+
+        why = (ray_join.check_listening(address) if address != "auto" else None) or ray_join.check_token_file()
+        if why:
+            raise cannot(why)
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as exc:
+            try:  # a version mismatch is found once connected
+                ray.shutdown()
+            except Exception:
+                pass
+            raise cannot(ray_join.explain(exc)) from None
 
     def resources(self, kind: str) -> dict[str, float]:
         """What one job of ``kind`` asks Ray for: ``{"num_cpus": …, "num_gpus": …}``."""

@@ -167,9 +167,11 @@ def write_export(folder: str | Path, items: Sequence[RatingItem], scale: RatingS
         TASKS_FILE: json.dumps(tasks, ensure_ascii=False, indent=1) + "\n",
         CONFIG_FILE: labeling_config(scale),
     }
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # the folders this export makes, deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        _remove_empty(created)
         raise UserError(f"cannot create the export folder: {exc.strerror or exc}", file=folder) from exc
     temporary: dict[str, Path] = {}
     try:
@@ -183,10 +185,20 @@ def write_export(folder: str | Path, items: Sequence[RatingItem], scale: RatingS
                 tmp.unlink()
             except FileNotFoundError:
                 pass
+        _remove_empty(created)  # a failed export (a full disk) leaves no empty folder behind
         if isinstance(exc, OSError):
             raise UserError(f"cannot write the Label Studio export: {exc.strerror or exc}", file=folder) from exc
         raise
     return [folder / name for name in contents]
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove ``folders`` (deepest first) where they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _write_temporary(path: Path, text: str) -> Path:

@@ -29,6 +29,9 @@ from typing import Any
 from harness import hookimpl
 from harness.api import Reporter, ReportRow
 
+from . import analysis_view
+from .claims import PPI_CSV_FIELDS, PPI_LABEL, claims_lines, has_ppi, ppi_fields, ppi_info, ppi_lines, ppi_parts, ppi_text, settle_fields
+
 
 def _fmt(v: float | None) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
@@ -85,6 +88,15 @@ def _cell_text(r: ReportRow | None, is_best: bool, *, human: bool, mark: tuple[s
 
 def _info(context: dict[str, Any], model: str, config: str, metric: str) -> dict[str, Any] | None:
     return (context.get("cells") or {}).get(model, {}).get(config, {}).get(metric)
+
+
+def _judge_cell(context: dict[str, Any], model: str, config: str, metric: str) -> dict[str, Any] | None:
+    return (((context.get("judges") or {}).get("cells") or {}).get(model) or {}).get(config, {}).get(metric)
+
+
+def judge_lines(context: dict[str, Any]) -> list[str]:
+    """What the report says about its LLM judges (computed by ``harness report``), one sentence a line."""
+    return list((context.get("judges") or {}).get("lines") or [])
 
 
 def _baseline_config(context: dict[str, Any]) -> str | None:
@@ -338,6 +350,18 @@ def _table_cell(r: ReportRow | None, *, best: bool, significant: bool, human: bo
     return text
 
 
+def _ppi_cell(info: dict[str, Any] | None, layout: str):
+    """A ``Human (PPI)`` cell of the terminal table, laid out like the others."""
+    from rich.text import Text
+
+    value, interval, n_eff = ppi_parts(info, pm=layout.startswith("pm"))
+    below = layout.endswith("-below")
+    text = Text(" ".join(t for t in (value, None if below else interval, n_eff) if t))
+    if below and interval:
+        text.append("\n" + interval)
+    return text
+
+
 def _n_of(cells: dict[str, ReportRow]) -> int:
     return max((r.n for m, r in cells.items() if m != "human"), default=0)
 
@@ -354,7 +378,11 @@ class TableReporter(Reporter):
     correlations = False
     description = "rich terminal tables, one per model, fitted to the terminal's width"
 
+    views = ("report", "analysis")
+
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
+        if context.get("view") == "analysis":
+            return analysis_view.table(context)
         from rich.console import Console
         from rich.markup import escape
         from rich.table import Table
@@ -368,14 +396,17 @@ class TableReporter(Reporter):
         configs = list(dict.fromkeys(c for cs in grid.values() for c in cs))
         labels = config_labels(context, configs)
         base = _baseline_config(context)
+        ppi_on = has_ppi(context) and any(m == "human" for m, _ in cols)
 
         def tables(layout: str, wrap_config: bool = False) -> list[Table]:
             out = []
             for model, model_configs in grid.items():
                 table = Table(title=Text(model), title_justify="left", caption=context.get("caption_of", {}).get(model))
                 table.add_column("Config", no_wrap=not wrap_config)
-                for _, label in cols:
+                for metric, label in cols:
                     table.add_column(label, justify="right", no_wrap=True)
+                    if metric == "human" and ppi_on:
+                        table.add_column(PPI_LABEL, justify="right", no_wrap=True)
                 table.add_column("n", justify="right", no_wrap=True)
                 for config, cells in model_configs.items():
                     texts = []
@@ -384,6 +415,8 @@ class TableReporter(Reporter):
                         info = _info(context, model, config, metric) or {}
                         is_best = r is not None and _num(r.value) and best.get((model, metric)) == r.value
                         texts.append(_table_cell(r, best=is_best, significant=bool(info.get("significant")), human=metric == "human", layout=layout))
+                        if metric == "human" and ppi_on:
+                            texts.append(_ppi_cell(ppi_info(context, model, config), layout))
                     label = Text(labels[config] + (BASE_MARK if config == base else ""))
                     table.add_row(label, *texts, str(_n_of(cells)))
                 out.append(table)
@@ -403,7 +436,16 @@ class TableReporter(Reporter):
             where = f"shown in full from {wider} columns on, and by the markdown, csv and json formats"
             for line in legend_lines(context, rows, intervals="[lo, hi]" if layout.startswith("interval") else "±", where_full=where):
                 console.print(line, style="dim", markup=False, highlight=False)
+            for line in ppi_lines(context):
+                console.print(line, style="dim", markup=False, highlight=False)
+            claims = claims_lines(context, labels)
+            if claims:
+                console.print("What these numbers can claim", style="bold")
+                for line in claims:
+                    console.print(f"• {line}", markup=False, highlight=False)
         for line in agreement_lines(context):
+            console.print(line, markup=False, highlight=False)
+        for line in judge_lines(context):
             console.print(line, markup=False, highlight=False)
         header, body = pairwise_table(context, labels)
         if body:
@@ -423,33 +465,46 @@ class MarkdownReporter(Reporter):
     figures = "files"
     description = "Markdown tables, one per model, with intervals, tests, correlations and provenance"
 
+    views = ("report", "analysis")
+
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
+        if context.get("view") == "analysis":
+            return analysis_view.markdown(context)
         grid, best = _grid(rows, context)
         cols = _columns(context, rows)
-        out = [f"# {context.get('experiment', 'Results')}", ""]
+        out = [f"# {_md_inline(context.get('experiment') or 'Results')}", ""]
+        ppi_on = has_ppi(context) and any(m == "human" for m, _ in cols)
+        heads = [h for m, l in cols for h in ([l, PPI_LABEL] if m == "human" and ppi_on else [l])]
         for model, configs in grid.items():
-            out += [f"## {model}", "", "| Config | " + " | ".join(l for _, l in cols) + " | n |", "|---" * (len(cols) + 2) + "|"]
+            out += [f"## {_md_inline(model)}", "", "| Config | " + " | ".join(heads) + " | n |", "|---" * (len(heads) + 2) + "|"]
             for config, cells in configs.items():
                 texts = []
                 for metric, _ in cols:
                     r = cells.get(metric)
                     is_best = r is not None and r.value is not None and best.get((model, metric)) == r.value
                     texts.append(_cell_text(r, is_best, human=metric == "human", mark=("**", "**"), info=_info(context, model, config, metric)))
+                    if metric == "human" and ppi_on:
+                        texts.append(ppi_text(ppi_info(context, model, config)))
                 out.append(f"| {_md(_config_label(context, config))} | " + " | ".join(texts) + f" | {_n_of(cells)} |")
             out.append("")
         if grid:
             out.append("Bold: best value in the column for that model.  ")
-            for line in legend_lines(context, rows):
+            for line in legend_lines(context, rows) + ppi_lines(context):
                 out.append(f"{_md(line)}  ")
             out.append("")
         for f in context.get("failures", []):
             out.append(f"- failed: `{f['cell']}`: {f['error']}")
         if "comparisons" in context:
             out += _md_section("Paired comparisons with the baseline", *comparison_table(context), empty="No comparisons (a single config, or no values).")
+        claims = claims_lines(context)
+        if claims:
+            out += ["## What the numbers can claim", ""] + [f"- {_md(line)}" for line in claims] + [""]
         if (context.get("pairwise") or {}).get("win_rates"):
             out += _md_section("Pairwise preferences (human)", *pairwise_table(context), empty="")
             out += [f"- {_md(line)}" for line in ranking_lines(context)]
             out += ["", _md((context.get("pairwise") or {}).get("method", "")), ""]
+        if judge_lines(context):
+            out += ["## LLM judges", ""] + [f"- {_md(line)}" for line in judge_lines(context)] + [""]
         if "agreement" in context:
             out += ["## Inter-annotator agreement", ""]
             lines = agreement_lines(context)
@@ -490,6 +545,22 @@ def _md(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
+#: characters that Markdown reads as formatting in running text (headings, emphasis, links, code, tables)
+_MD_SPECIAL = set("\\`*_[]|~#!")
+
+
+def _md_inline(text: str) -> str:
+    """``text`` shown as written in Markdown (as the HTML report escapes it): formatting characters backslash-escaped,
+    HTML's ``<``, ``>`` and ``&`` as entities (renderers pass raw HTML through), line breaks as spaces."""
+    out = []
+    for ch in " ".join(str(text).splitlines()):
+        if ch in _MD_SPECIAL:
+            out.append("\\" + ch)
+        else:
+            out.append({"<": "&lt;", ">": "&gt;", "&": "&amp;"}.get(ch, ch))
+    return "".join(out)
+
+
 def _md_section(title: str, header: list[str], body: list[list[str]], *, empty: str) -> list[str]:
     out = [f"## {title}", ""]
     if not body:
@@ -511,13 +582,18 @@ class CsvReporter(Reporter):
     correlations = False
     description = "one row per (model, config, metric)"
 
+    views = ("report", "analysis")
+
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
+        if context.get("view") == "analysis":
+            return analysis_view.csv_text(context)
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(_FIELDS + _STAT_FIELDS)
+        w.writerow(_FIELDS + _STAT_FIELDS + PPI_CSV_FIELDS)
         for r in rows:
             info = _info(context, r.model, r.config, r.metric) or {}
-            values = [getattr(r, f) for f in _FIELDS] + [info.get(f) for f in _STAT_FIELDS]
+            ppi = ppi_fields(context, r.model, r.config) if r.metric == "human" else {}
+            values = [getattr(r, f) for f in _FIELDS] + [info.get(f) for f in _STAT_FIELDS] + [ppi.get(f) for f in PPI_CSV_FIELDS]
             w.writerow(["" if v is None else v for v in values])
         return buf.getvalue()
 
@@ -527,7 +603,11 @@ class JsonReporter(Reporter):
     correlations = False
     description = "a JSON list of {model, config, metric, value, n, …}"
 
+    views = ("report", "analysis")
+
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
+        if context.get("view") == "analysis":
+            return analysis_view.json_text(context)
         items = []
         for r in rows:
             d = {f: getattr(r, f) for f in _FIELDS}
@@ -537,8 +617,14 @@ class JsonReporter(Reporter):
                 d[f] = info.get(f)
             d["n_missing"] = r.missing
             d["against"] = r.against
+            d.update(settle_fields(context, r.model, r.config, r.metric))
+            if r.metric == "human":
+                d.update(ppi_fields(context, r.model, r.config))
             if "provenance" in context and r.metric in context["provenance"]:
                 d["metric_identity"] = context["provenance"][r.metric]
+            judge = _judge_cell(context, r.model, r.config, r.metric)
+            if judge is not None:  # an LLM judge: consistency, position bias, missing reasons, length-controlled win rate
+                d["judge"] = judge
             items.append(d)
         return json.dumps(items, indent=2) + "\n"
 

@@ -1,8 +1,11 @@
 """The ``html`` report: one self-contained file (styles inline, plots embedded as PNG data URIs).
 
 Sections, each a ``<section>`` with a stable id: ``results`` (per-model tables with 95%
-intervals, significance marks and the baseline), ``comparisons`` (every paired test
-against the baseline), ``agreement`` (Krippendorff's alpha), ``correlations`` (every
+intervals, significance marks and the baseline, and the Human (PPI) column), ``comparisons``
+(per model, a compact config × metric matrix of the differences from the baseline: Δ, † where
+significant, the interval below and p on hover; what has no value is left out and counted once),
+``claims`` (the smallest differences each test set detects, what would settle a non-significant
+comparison, outputs identical to the baseline's), ``agreement`` (Krippendorff's alpha), ``correlations`` (every
 metric against human ratings), ``findings``, ``plots`` and ``provenance`` (library
 versions, metric signatures and models, seeds, hardware, effective decoding).
 
@@ -23,9 +26,12 @@ from typing import Any
 from harness import hookimpl
 from harness.api import Reporter, ReportRow
 
-from .builtin import SIGNIFICANT, _columns, _grid, _info, agreement_lines, comparison_table, correlation_table, legend_lines, pairwise_table, ranking_lines
+from .builtin import (
+    SIGNIFICANT, _columns, _grid, _info, agreement_lines, config_labels, correlation_table, judge_lines, legend_lines, pairwise_table, ranking_lines,
+)
+from .claims import PPI_LABEL, claims_lines, has_ppi, ppi_info, ppi_lines, ppi_parts
 
-SECTIONS = ("results", "comparisons", "pairwise", "agreement", "correlations", "findings", "plots", "provenance")
+SECTIONS = ("results", "comparisons", "claims", "pairwise", "judges", "agreement", "correlations", "findings", "plots", "provenance")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:80rem;padding:0 1rem;color:#1b1f24;line-height:1.45}
@@ -35,6 +41,7 @@ table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.9rem}
 th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:right;vertical-align:top}
 th{background:#f6f8fa}td.l,th.l{text-align:left}
 tr.baseline td{background:#fff8c5}
+table.matrix td{white-space:nowrap}table.matrix .ci{display:block}
 .best{font-weight:700;color:#116329}.sig{color:#cf222e;font-weight:700}
 .ci{color:#57606a;font-size:.85em;white-space:nowrap}
 .muted{color:#57606a}.failed{color:#cf222e}
@@ -88,8 +95,11 @@ class HtmlReporter(Reporter):
     description = "one self-contained HTML file: tables with intervals, tests, agreement, correlations, plots, provenance"
     #: ask ``harness report`` for the figures as PNG bytes to embed
     figures = "embedded"
+    views = ("report", "analysis")
 
     def render(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
+        if context.get("view") == "analysis":
+            return self._analysis(context)
         title = context.get("experiment") or "Results"
         prov = context.get("run_provenance") or {}
         parts = [
@@ -104,7 +114,9 @@ class HtmlReporter(Reporter):
             "<nav>" + "".join(f'<a href="#{s}">{s.capitalize()}</a>' for s in SECTIONS) + "</nav>",
             self._results(rows, context),
             self._comparisons(context),
+            self._claims(context),
             self._pairwise(context),
+            self._judges(context),
             self._agreement(context),
             self._correlations(context),
             self._findings(context),
@@ -115,18 +127,50 @@ class HtmlReporter(Reporter):
         ]
         return "\n".join(parts) + "\n"
 
+    def _analysis(self, context: dict[str, Any]) -> str:
+        """``harness analyze --format html``: the correlations and the findings, one self-contained page."""
+        title = context.get("title") or "Metric-human agreement"
+        sections = ("correlations", "findings")
+        parts = [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_e(title)} — harness analyze</title><style>{_CSS}</style></head>",
+            '<body data-render="pending">',
+            f"<header><h1>{_e(title)}</h1></header>",
+            self._correlations({**context, "statistics": {"correlations": context.get("method", "").rstrip(".")}}),
+            self._preferences(context),
+            self._findings(context),
+            f"<script>{_SCRIPT % json.dumps(list(sections))}</script>",
+            "</body></html>",
+        ]
+        return "\n".join(parts) + "\n"
+
     # -- sections
+
+    def _preferences(self, context: dict[str, Any]) -> str:
+        """``harness analyze``: each metric's (or judge's) agreement with the annotators' pairwise preferences."""
+        from .analysis_view import PREFERENCE_HEADER, PREFERENCE_TITLE, preference_rows
+
+        rows = preference_rows(context)
+        if not rows:
+            return ""
+        head = "".join(f'<th class="{"l" if i < 2 else ""}">{_e(h)}</th>' for i, h in enumerate(PREFERENCE_HEADER))
+        body = "".join("<tr>" + "".join(f'<td class="{"l" if i < 2 else ""}">{_e(c)}</td>' for i, c in enumerate(r)) + "</tr>" for r in rows)
+        return f'<section id="preferences"><h2>{_e(PREFERENCE_TITLE)}</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>'
 
     def _results(self, rows: Sequence[ReportRow], context: dict[str, Any]) -> str:
         grid, best = _grid(rows, context)
         cols = _columns(context, rows)
         base = (context.get("baseline") or {}).get("config")
+        ppi_on = has_ppi(context) and any(m == "human" for m, _ in cols)
         out = ['<section id="results"><h2>Results</h2>']
         if not grid:
             out.append("<p>No results in the store yet.</p>")
         for model, configs in grid.items():
             out.append(f"<h3>{_e(model)}</h3><table><thead><tr><th class=\"l\">Config</th>")
-            out += [f"<th>{_e(label)}</th>" for _, label in cols]
+            for metric, label in cols:
+                out.append(f"<th>{_e(label)}</th>" + (f"<th>{_e(PPI_LABEL)}</th>" if metric == "human" and ppi_on else ""))
             out.append("<th>n</th></tr></thead><tbody>")
             for config, cells in configs.items():
                 is_base = config == base
@@ -136,12 +180,14 @@ class HtmlReporter(Reporter):
                 for metric, _ in cols:
                     r = cells.get(metric)
                     out.append(f"<td>{self._cell(r, best.get((model, metric)), _info(context, model, config, metric), metric == 'human')}</td>")
+                    if metric == "human" and ppi_on:
+                        out.append(f"<td>{self._ppi_cell(ppi_info(context, model, config))}</td>")
                 n = max((r.n for m, r in cells.items() if m != "human"), default=0)
                 out.append(f"<td>{n}</td></tr>")
             out.append("</tbody></table>")
         if grid:
             out.append('<p class="muted"><span class="best">Bold</span>: best value in the column for that model.<br>')
-            out.append("<br>".join(_e(line) for line in legend_lines(context, rows)) + "</p>")
+            out.append("<br>".join(_e(line) for line in legend_lines(context, rows) + ppi_lines(context)) + "</p>")
         for f in context.get("failures", []):
             out.append(f'<p class="failed">failed {_e(f["cell"])}: {_e(f["error"])}</p>')
         out.append("</section>")
@@ -165,19 +211,77 @@ class HtmlReporter(Reporter):
             text += f' <span class="muted">(n={r.n})</span>'
         return text
 
+    @staticmethod
+    def _ppi_cell(info: dict[str, Any] | None) -> str:
+        value, interval, n_eff = ppi_parts(info)
+        if value.endswith(SIGNIFICANT):
+            p = (info or {}).get("ppi_p_holm")
+            value = f'{_e(value[:-1])}<span class="sig" title="differs from the baseline (PPI), Holm-corrected p = {_num(p, 4)}">{SIGNIFICANT}</span>'
+        else:
+            value = _e(value)
+        title = f' title="predictor {_e((info or {}).get("ppi_predictor"))}"' if (info or {}).get("ppi_predictor") else ""
+        return (f"<span{title}>{value}</span>" + (f' <span class="ci">{_e(interval)}</span>' if interval else "")
+                + (f' <span class="muted">{_e(n_eff)}</span>' if n_eff else ""))
+
     def _comparisons(self, context: dict[str, Any]) -> str:
-        header, body = comparison_table(context)
+        """Per model, a config x metric matrix of the differences from the baseline: Δ, † where significant, the interval
+        below (and p, n on hover); configs and metrics without a single difference are left out, and why is said once."""
         base = context.get("baseline") or {}
+        labels = {m["name"]: m.get("label") or m["name"] for m in context.get("metrics", [])}
+        comps = context.get("comparisons") or []
         out = ['<section id="comparisons"><h2>Paired comparisons with the baseline</h2>']
         if base.get("config"):
             out.append(f"<p>Baseline: <code>{_e(base['config'])}</code> — {_e(base.get('reason', ''))}.</p>")
         st = context.get("statistics") or {}
-        out.append(f'<p class="muted">{_e(st.get("test", ""))}; {_e(st.get("correction", ""))}; significant at p &lt; {_num(st.get("significance_level", 0.05), 2)} after correction.</p>')
-        if body:
-            n_sig = sum(1 for c in context.get("comparisons") or [] if c.get("significant"))
-            out.append(f"<details open><summary>{len(body)} comparisons, {n_sig} significant</summary>{_table(header, body, left=3)}</details>")
-        else:
+        out.append(f'<p class="muted">{_e(st.get("test", ""))}; {_e(st.get("correction", ""))}; significant at p &lt; {_num(st.get("significance_level", 0.05), 2)} '
+                   f"after correction ({SIGNIFICANT}). Each cell: the difference from the baseline, its {_pct(st.get('confidence', 0.95))} interval below; "
+                   "p-values and n on hover.</p>")
+        short = config_labels(context, list(dict.fromkeys(c["config"] for c in comps)))
+        valued = [c for c in comps if c.get("diff") is not None]
+        for model in dict.fromkeys(c["model"] for c in comps):
+            mine = [c for c in valued if c["model"] == model]
+            ppi_diffs = {cfg: info for cfg, info in ((context.get("ppi") or {}).get("cells") or {}).get(model, {}).items() if info.get("ppi_diff") is not None}
+            if not mine and not ppi_diffs:
+                continue
+            metrics = [m for m in dict.fromkeys(c["metric"] for c in comps) if any(c["metric"] == m for c in mine)]
+            configs = [cfg for cfg in dict.fromkeys(c["config"] for c in comps if c["model"] == model) if any(c["config"] == cfg for c in mine) or cfg in ppi_diffs]
+            by = {(c["config"], c["metric"]): c for c in mine}
+            n_sig = sum(1 for c in mine if c.get("significant")) + sum(1 for i in ppi_diffs.values() if i.get("ppi_significant"))
+            out.append(f"<h3>{_e(model)} <span class=\"muted\">({len(mine) + len(ppi_diffs)} differences, {n_sig} significant)</span></h3>")
+            out.append('<table class="matrix"><thead><tr><th class="l">Config</th>' + "".join(f"<th>{_e(labels.get(m, m))}</th>" for m in metrics)
+                       + (f"<th>{_e(PPI_LABEL)}</th>" if ppi_diffs else "") + "</tr></thead><tbody>")
+            for cfg in configs:
+                cells = []
+                for m in metrics:
+                    c = by.get((cfg, m))
+                    cells.append("<td></td>" if c is None else _matrix_cell(c["diff"], c.get("ci_low"), c.get("ci_high"), c.get("significant"),
+                                                                          f"p = {_num(c.get('p_value'), 4)}, Holm p = {_num(c.get('p_holm'), 4)}, n = {c.get('n')}"))
+                if ppi_diffs:
+                    i = ppi_diffs.get(cfg)
+                    cells.append("<td></td>" if i is None else _matrix_cell(i["ppi_diff"], i.get("ppi_diff_ci_low"), i.get("ppi_diff_ci_high"), i.get("ppi_significant"),
+                                                                          f"PPI with {i.get('ppi_diff_predictor')}: p = {_num(i.get('ppi_p_value'), 4)}, Holm p = {_num(i.get('ppi_p_holm'), 4)}, "
+                                                                          f"{i.get('ppi_diff_n_rated')} rated pairs"))
+                out.append(f'<tr><td class="l" title="{_e(cfg)}">{_e(short.get(cfg, cfg))}</td>{"".join(cells)}</tr>')
+            out.append("</tbody></table>")
+        if not valued and not any(i.get("ppi_diff") is not None for cfgs in ((context.get("ppi") or {}).get("cells") or {}).values() for i in cfgs.values()):
             out.append("<p>No comparisons (a single config, or no values).</p>")
+        left: dict[tuple[str, str], int] = {}
+        for c in comps:
+            if c.get("diff") is None:
+                key = (labels.get(c["metric"], c["metric"]), c.get("note") or "no value")
+                left[key] = left.get(key, 0) + 1
+        if left:
+            out.append('<p class="muted">Left out: ' + "; ".join(f"{_e(m)} for {n} config{'s' if n != 1 else ''} ({_e(note)})" for (m, note), n in left.items()) + ".</p>")
+        out.append("</section>")
+        return "".join(out)
+
+    def _claims(self, context: dict[str, Any]) -> str:
+        out = ['<section id="claims"><h2>What the numbers can claim</h2>']
+        lines = claims_lines(context, config_labels(context, list((context.get("sweep") or {}).get("config_params") or {})))
+        if lines:
+            out.append("<ul>" + "".join(f"<li>{_e(x)}</li>" for x in lines) + "</ul>")
+        else:
+            out.append("<p>Nothing to add: no paired comparisons.</p>")
         out.append("</section>")
         return "".join(out)
 
@@ -192,6 +296,39 @@ class HtmlReporter(Reporter):
             out.append(f'<p class="muted">{_e((context.get("pairwise") or {}).get("method", ""))}</p>')
         else:
             out.append("<p>No pairwise judgments (rate pairs with <code>harness human serve --pairwise</code> or <code>harness human export --pairwise</code>).</p>")
+        out.append("</section>")
+        return "".join(out)
+
+    def _judges(self, context: dict[str, Any]) -> str:
+        """LLM judges: their reliability and length control, and for a few sampled examples what each judge said and why."""
+        out = ['<section id="judges"><h2>LLM judges</h2>']
+        lines = judge_lines(context)
+        if not lines:
+            out.append("<p>No LLM judge among the metrics (<code>judge</code>, <code>judge-pairwise</code>: see the README).</p></section>")
+            return "".join(out)
+        out.append("<ul>" + "".join(f"<li>{_e(x)}</li>" for x in lines) + "</ul>")
+        samples = (context.get("judges") or {}).get("samples") or []
+        if samples:
+            out.append("<h3>What the judges said (sampled examples)</h3>")
+        for s in samples:
+            out.append(f'<details open><summary>{_e(s["model"])} · {_e(s["config"])} · example {_e(s["example"])}</summary>')
+            for j in s["judges"]:
+                value = "missing" if j.get("value") is None else _num(j["value"])
+                head = f'<p><strong>{_e(j["metric"])}</strong>: {value}'
+                if j.get("outcome"):
+                    head += f" ({_e(j['outcome'])})"
+                if j.get("expected_grade") is not None:
+                    head += f" · expected grade {_num(j['expected_grade'], 2)}"
+                if j.get("identical"):
+                    head += " · identical outputs: a tie, the judge was not asked"
+                if j.get("why"):
+                    head += f' · <span class="failed">{_e(j["why"])}</span>'
+                out.append(head + "</p>")
+                for r in j.get("replies") or []:
+                    where = f"output shown as {r['output_as']}; " if r.get("output_as") else ""
+                    out.append(f'<p class="muted">{_e(where)}verdict {_e(r.get("verdict"))} (read from {_e(r.get("source") or "nothing")})</p>'
+                               f"<pre>{_e(r.get('reply') or '(empty reply)')}</pre>")
+            out.append("</details>")
         out.append("</section>")
         return "".join(out)
 
@@ -285,6 +422,17 @@ class HtmlReporter(Reporter):
         out.append("<details><summary>Everything, as JSON</summary><pre>" + _e(json.dumps(prov, indent=2, sort_keys=True, default=str)) + "</pre></details>")
         out.append("</section>")
         return "".join(out)
+
+
+def _pct(v: Any) -> str:
+    return f"{float(v):.0%}" if isinstance(v, (int, float)) else "95%"
+
+
+def _matrix_cell(diff: float, low: Any, high: Any, significant: Any, title: str) -> str:
+    """One cell of the comparisons matrix: ``+0.012†`` with the interval below, details on hover."""
+    mark = f'<span class="sig">{SIGNIFICANT}</span>' if significant else ""
+    interval = f'<span class="ci">[{_num(low)}, {_num(high)}]</span>' if low is not None and high is not None else ""
+    return f'<td title="{_e(title)}">{diff:+.3f}{mark}{interval}</td>'
 
 
 def _short(v: Any) -> str:
