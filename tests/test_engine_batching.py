@@ -7,6 +7,7 @@ driven by a ``generate`` that raises torch's OutOfMemoryError above a row count,
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -287,3 +288,23 @@ def test_the_own_loop_splits_prompts_into_equal_batches():
     from harness_engines.transformers_engine import balanced
 
     assert balanced(52, 64) == 32 and balanced(256, 64) == 64 and balanced(16, 20) == 10 and balanced(3, 7) == 3 and balanced(1, 5) == 1
+
+
+@pytest.mark.parametrize("loop", ["fast", "generate"])
+def test_the_repetition_penalty_never_reaches_the_left_padding(toy, loop):
+    """transformers' own processor also penalises the padding token of a padded row, so where the padding token is one
+    the model emits (the EOS of many models) a row's text depended on its batch. Both loops penalise only real tokens:
+    each prompt's text is the same in a padded batch as alone. Here the padding token is the toy's most frequent token."""
+    from harness_engines.transformers_engine import TransformersSession
+
+    model, tok, prompts = toy
+    tok = copy.deepcopy(tok)
+    counts: dict[int, int] = {}
+    for text, *_ in _run(TransformersSession(model, tok, 1, loop=loop), GREEDY, prompts).values():
+        for t in tok(text, add_special_tokens=False)["input_ids"]:
+            counts[t] = counts.get(t, 0) + 1
+    tok.pad_token = tok.convert_ids_to_tokens(max(counts, key=counts.get))
+    for d in (Decoding("greedy", 12, repetition_penalty=1.5), Decoding("sample", 12, temperature=0.8, top_k=20, repetition_penalty=1.5),
+              Decoding("beam", 12, num_beams=3, repetition_penalty=1.5, unused=("temperature", "top_k", "top_p"))):
+        alone = _run(TransformersSession(model, tok, 1, loop=loop), d, prompts)
+        assert _run(TransformersSession(model, tok, 7, loop=loop), d, prompts) == alone, d

@@ -137,7 +137,7 @@ class State:
     gen0: Any  # (1,) the first generated slot (the batch's padded prompt length)
     step: Any  # (1,) index of the token chosen next
     allowed: Any  # (prompts, width, length) bool: the slots each row attends to
-    history: Any  # (prompts, width, length) token ids each row has seen (repeats of its first token where unwritten)
+    history: Any  # (prompts, width, length) token ids each row has seen (its first real token at left padding and where unwritten)
     out: Any  # (prompts, width, new) chosen tokens (greedy / sampled rows)
     finished: Any  # (prompts, width) bool
     keys: Any  # (prompts * width,) sampler keys
@@ -402,9 +402,10 @@ class FastDecoder:
             layer.keys[:, :, :p].copy_(k.index_select(0, idx))
             layer.values[:, :, :p].copy_(v.index_select(0, idx))
             layer.cumulative_length.fill_(p)
-        ids = prefix.input_ids.index_select(0, idx)
+        mask = prefix.mask.index_select(0, idx)
+        ids = sampling.unpadded(prefix.input_ids.index_select(0, idx), mask)  # the penalty never reaches the padding token
         st.allowed.zero_()
-        st.allowed[:, :, :p] = prefix.mask.index_select(0, idx).bool()[:, None, :]
+        st.allowed[:, :, :p] = mask.bool()[:, None, :]
         st.history[:, :, :p] = ids[:, None, :]
         st.history[:, :, p:] = ids[:, None, :1]
         st.pos.copy_(prefix.lengths.index_select(0, idx)[:, None])

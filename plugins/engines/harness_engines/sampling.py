@@ -100,6 +100,35 @@ def repetition_penalty(scores: Any, token_ids: Any, penalty: Any) -> Any:
     return scores.scatter(1, token_ids, score)
 
 
+def unpadded(input_ids: Any, attention_mask: Any) -> Any:
+    """``input_ids`` (rows, n) with each left-padding position replaced by the row's first real token, so a
+    repetition penalty over them never reaches the padding token (often the EOS): a row's text then does not
+    depend on how much its batch padded it. ``attention_mask`` (rows, m <= n) covers the first m ids."""
+    import torch
+
+    m = attention_mask.shape[1]
+    pad = ~attention_mask.bool()
+    first = input_ids.gather(1, pad.sum(-1, keepdim=True).clamp(max=m - 1))
+    prompt = torch.where(pad, first, input_ids[:, :m])
+    return prompt if m == input_ids.shape[1] else torch.cat([prompt, input_ids[:, m:]], dim=1)
+
+
+class RepetitionPenalty:
+    """A transformers logits processor: :func:`repetition_penalty` over each row's prompt and generated tokens, not
+    its left padding (transformers' ``RepetitionPenaltyLogitsProcessor`` also penalises the padding token, so a
+    padded row — and with EOS as the padding token, where it stops — depended on its batch).
+
+    ``attention_mask``: the batch's (prompts, prompt length); ``rows_per_prompt``: beams (``generate``
+    repeats each prompt's rows next to each other)."""
+
+    def __init__(self, penalty: float, attention_mask: Any, rows_per_prompt: int = 1):
+        self.penalty = float(penalty)
+        self.mask = attention_mask.repeat_interleave(rows_per_prompt, dim=0) if rows_per_prompt > 1 else attention_mask
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        return repetition_penalty(scores, unpadded(input_ids, self.mask.to(input_ids.device)), self.penalty)
+
+
 @dataclass(frozen=True)
 class RowFilters:
     """The shape of one batch's filtering (what a captured step computes); the values are per row.

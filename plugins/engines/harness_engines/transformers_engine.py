@@ -23,9 +23,11 @@
 
 Engine versions (part of every generation's cache key): 1 drew samples with a per-row
 ``torch.Generator`` on the CPU; 2 with the counter-based sampler (other samples); 3 honours
-``min_p`` (version 2 left it out, so a min-p config got the text of min-p 0) — greedy, sampled
-and beam texts of the other configs are the same as version 2's (the own beam loop gives
-``generate``'s beams, tested in float32), but cached version-2 generations are not reused.
+``min_p`` (version 2 left it out, so a min-p config got the text of min-p 0) and keeps the
+repetition penalty off the left padding (transformers' processor penalised the padding token,
+often the EOS, so a padded row's text depended on its batch) — greedy, sampled and beam texts
+of the other configs are the same as version 2's (the own beam loop gives ``generate``'s beams,
+tested in float32), but cached version-2 generations are not reused.
 
 Speed options (none changes the text beyond float rounding — like ``batch_size``, they
 are not part of the engine's identity):
@@ -68,7 +70,7 @@ from harness.errors import MissingDependency, UserError
 
 from . import logprobs
 from .eos import unique_token_ids
-from .sampling import CounterSampler
+from .sampling import CounterSampler, RepetitionPenalty
 
 CACHES = ("dynamic", "static")
 LOOPS = ("auto", "fast", "generate")
@@ -88,7 +90,7 @@ class TransformersEngine(Engine):
     name = "transformers"
     is_default = True
     # 2: sampling draws with the counter-based sampler (sampling.py), not torch.multinomial
-    # 3: min_p is applied (version 2 ignored it); other texts as version 2's (see the module docstring)
+    # 3: min_p is applied (version 2 ignored it) and the repetition penalty skips left padding; other texts as version 2's
     version = "3"
     description = "Hugging Face transformers models, batched, seeded per example; own decoding loop (CUDA graphs on a GPU) for greedy, sampled and beam configs"
     options = {
@@ -487,9 +489,10 @@ class TransformersSession:
             if kwargs["num_beams"] > 1:
                 past.batch_repeat_interleave(kwargs["num_beams"])
             kwargs["past_key_values"] = past
+        kwargs.update(penalty_kwargs(decoding, enc["attention_mask"]))
         if decoding.strategy == "sample":
             prompt_len = enc["input_ids"].shape[1]
-            kwargs["logits_processor"] = [
+            kwargs["logits_processor"] = kwargs.get("logits_processor", []) + [
                 CounterSampler(decoding.temperature, decoding.top_k, decoding.top_p, [r.seed for r in batch], prompt_len, self.device, decoding.min_p)
             ]
         elif decoding.strategy == "beam_sample":
@@ -656,6 +659,16 @@ def bucket(n: int) -> int:
     while size < n:
         size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
     return size
+
+
+def penalty_kwargs(decoding: Decoding, attention_mask: Any) -> dict[str, Any]:
+    """The repetition penalty as a processor blind to left padding (``sampling.RepetitionPenalty``), in place of
+    transformers' own, which penalises the padding token (often the EOS) so that a row's text depended on its
+    batch. Beam sampling keeps transformers' processor (its warpers come before any processor passed in)."""
+    if decoding.repetition_penalty == 1.0 or decoding.strategy == "beam_sample":
+        return {}
+    beams = decoding.num_beams if decoding.strategy == "beam" else 1
+    return {"repetition_penalty": None, "logits_processor": [RepetitionPenalty(decoding.repetition_penalty, attention_mask, beams)]}
 
 
 def generate_kwargs(decoding: Decoding, *, pad_token_id: int, eos_token_id: list[int]) -> dict[str, Any]:
