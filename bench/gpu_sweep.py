@@ -650,7 +650,7 @@ def run(args: argparse.Namespace) -> None:
         (f"smollm2: beam {beams} old vs new", 20, lambda: st.beams("smollm2")),
         ("smollm2: one config per call", 30, lambda: st.alone("smollm2")),
         ("llama7b: greedy roofline", 70, lambda: st.roofline("llama7b")),
-        ("smollm2: rows per step", 40, lambda: st.rows("smollm2")),
+        ("smollm2: rows per step", 45, lambda: st.rows("smollm2")),
         ("llama7b: one config per call", 70, lambda: st.alone("llama7b")),
         ("gqa check", 30, st.gqa_check),
         ("smollm2: compile study", 75, lambda: st.compile_study("smollm2")),
