@@ -186,6 +186,8 @@ def render(r: dict[str, Any]) -> str:
         f"(per-round old/new: {', '.join(f'{x:.2f}' for x in ratios)}). Goal ≥ 1.5×: **{'met' if med['old'] / med['new'] >= 1.5 else 'missed'}**.",
         f"Texts: {same.get('identical')}/{same.get('total')} generations identical between old and new (same configs, same seeds).",
     ]
+    if r.get("note"):
+        lines.append(r["note"])
     return "\n".join(lines)
 
 
