@@ -284,10 +284,10 @@ class GenerateJob:
             example_of = {k: e.id for _, missing in todo for e, k in missing}
             left = {name: {r.key for r in reqs} for name, reqs in requests.items()}
 
-            def batches(calls: list[GenRequest], label: str) -> Iterator[GenBatch]:
+            def batches(calls: list[GenRequest], label: str, cells: int = 1) -> Iterator[GenBatch]:
                 note = getattr(progress, "note", None)
                 if note is not None:
-                    note(f"{self.spec.name} · {label}")
+                    note(f"{self.spec.name} · {label}", cells=cells)
                 for batch in session.generate(calls, progress):
                     by_config: dict[str, list[GenResult]] = {}
                     for r in batch:
@@ -299,7 +299,7 @@ class GenerateJob:
             together = [r for reqs in requests.values() for r in reqs]
             label = todo[0][0].name if len(todo) == 1 else f"{len(todo)} configs"
             try:
-                yield from batches(together, label)
+                yield from batches(together, label, len(todo))
             except (KeyboardInterrupt, UserError):
                 raise
             except Exception as exc:
