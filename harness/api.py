@@ -415,8 +415,12 @@ class EngineSession(Protocol):
     def generate(self, requests: Sequence[GenRequest], progress: Progress) -> Iterator[list[GenResult]]:
         """Complete ``requests``, yielding results batch by batch as they finish.
 
-        The caller stores each yielded batch before asking for the next, so an
-        interrupted run loses at most one batch.
+        The requests of one call may mix decoding configs — the pipeline hands over every
+        config of a model's sweep at once — and each is decoded with its own ``decoding``
+        (an engine groups them as it needs; a yielded batch may mix configs). The caller
+        stores each yielded batch before asking for the next, so an interrupted run loses
+        at most one batch. A session may expose ``compile_seconds`` (float: time spent
+        compiling so far); the pipeline records it as a stage of its own.
         """
         ...
 

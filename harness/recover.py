@@ -9,10 +9,12 @@ does not offer it, so this reads the damaged file the way SQLite itself still ca
 * each table is read row id by row id, from its first to its last. A scan over a range is
   faster but not safe: over a damaged page SQLite can end a range early without an error
   (measured: 86 of 192 rows, no error), while a lookup of one row id either finds its row or
-  fails. Row ids that fail are counted as unreadable, and so are rows whose text holds NUL
-  characters (SQLite reads the lost pages of a file cut short as zeros, without an error). Where the table's last row id cannot be
+  fails. Row ids that fail are counted as unreadable. Where the table's last row id cannot be
   read either, the lookups go on until 65,536 row ids in a row give nothing. About 4 µs a row
   id (1.2 s for 300,000 scores);
+* a row whose text holds NUL characters is counted as unreadable, not copied: past the end of a
+  truncated file SQLite reads zeros, and a row with an overflow page there comes back without
+  an error but zero-filled;
 * the indexes are built afresh (a damaged index loses nothing);
 * adapter folders the copied records name (paths inside the output folder) are copied when
   their weights still match the recorded sha256.
@@ -166,13 +168,6 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _sound(row: tuple) -> bool:
-    """False for a row whose text holds NUL characters: SQLite reads the pages of a file cut short as zeros
-    (a short read is not an error for it), so a value that spilled onto a lost overflow page comes back
-    as NULs rather than failing. The store never writes NUL into text."""
-    return not any(isinstance(v, str) and "\x00" in v for v in row)
-
-
 def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, cols: list[str]) -> TableRecovery:
     """Copy every readable row of ``table``, fetching row id by row id (see the module docstring for why not by ranges)."""
     names = ", ".join(_quote(c) for c in cols)
@@ -209,7 +204,7 @@ def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, co
             except sqlite3.DatabaseError:
                 row = None
                 unreadable += 1
-            if row is not None and not _sound(row):
+            if row is not None and _zero_filled(row):  # its content lay past the end of a truncated file
                 row = None
                 unreadable += 1
             if row is None:
@@ -231,6 +226,13 @@ def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, co
     if not top_known:
         unreadable = unreadable_at_last_row  # the misses after the last row found are the end of the table, not damage
     return TableRecovery(table, copied, unreadable, top_known and unreadable == 0, end_lost=not top_known)
+
+
+def _zero_filled(row: tuple) -> bool:
+    """A row whose text holds NUL characters: SQLite reads the pages past the end of a truncated file as zeros
+    (an overflow page of a long row among them) and returns such a row without an error. The store's text
+    never holds NUL (JSON, keys, generated text as decoded by a tokenizer)."""
+    return any(isinstance(v, str) and "\x00" in v for v in row)
 
 
 def _adapters(store: Store, source_dir: Path) -> tuple[list[str], list[str]]:

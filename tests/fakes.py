@@ -127,6 +127,7 @@ class FakeEngine(Engine):
     # test switches (set with monkeypatch.setattr)
     interrupt_after_batches: ClassVar[int | None] = None  # raise KeyboardInterrupt once this many batches were yielded
     fail_num_beams_override: ClassVar[int | None] = None  # like the option, without editing the registry
+    compile_seconds: ClassVar[float] = 0.0  # what each session reports as compile time (an engine that compiles)
 
     def open(self, adapter: ModelAdapter, spec: ModelSpec, adapter_dir: Path | None) -> FakeSession:
         FakeEngine.open_calls += 1
@@ -156,6 +157,7 @@ class FakeSession:
         self.batch_size = batch_size
         self.fail_num_beams = fail_num_beams
         self.closed = False
+        self.compile_seconds = FakeEngine.compile_seconds
 
     def generate(self, requests: Sequence[GenRequest], progress: Progress) -> Iterator[list[GenResult]]:
         FakeEngine.generate_calls += 1

@@ -7,6 +7,7 @@ driven by a ``generate`` that raises torch's OutOfMemoryError above a row count,
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -221,3 +222,89 @@ def test_smollm2_text_is_the_same_with_the_prompt_cache():
         assert _run(cached, decoding, prompts) == want
         assert sum(n for _, n, _, _ in want.values()) > len(prompts)  # real text, not an immediate EOS
     assert cached.prompt_cache.hits == 4 and cached.prompt_cache.misses == 2
+
+
+# --------------------------------------------------------------------------- the own loop
+
+
+MIXED = [GREEDY, SAMPLE, BEAM]
+
+
+def _mixed(session, prompts):
+    requests = [GenRequest(f"{j}-{i}", p, d, seed=i) for j, d in enumerate(MIXED) for i, p in enumerate(prompts)]
+    out = {r.key: (r.text, r.new_tokens, r.prompt_tokens, r.finish_reason) for b in session.generate(requests, NullProgress()) for r in b}
+    assert len(out) == len(requests)
+    return out
+
+
+def test_out_of_memory_in_the_own_loop_halves_the_prompts_and_keeps_every_result(toy, monkeypatch):
+    import torch
+    from harness_engines.transformers_engine import TransformersSession
+
+    model, tok, prompts = toy
+    want = _mixed(TransformersSession(model, tok, 7, loop="fast"), prompts)
+    session = TransformersSession(model, tok, 7, loop="fast")
+    seen = []
+
+    def guarded(real):
+        def call(prefix, src, *args, **kwargs):
+            seen.append(len(src))
+            if len(src) > 3:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return real(prefix, src, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(session.fast, "sample", guarded(session.fast.sample))
+    monkeypatch.setattr(session.fast, "beams", guarded(session.fast.beams))
+    assert _mixed(session, prompts) == want
+    assert seen[0] == 7 and max(seen[1:]) <= 3  # halved once, then batches of at most 3 prompts
+    assert session._row_cap == 7 * 3 // 2  # rows: 7 prompts x the widest family (3 beams), halved
+
+
+def test_the_own_loops_gpu_batch_is_sized_to_free_memory_and_rows_per_step(toy, monkeypatch):
+    import torch
+    from harness_engines.transformers_engine import MAX_AUTO_BATCH, MAX_ROWS, TransformersSession, _Family, prompt_bytes
+
+    model, tok, _ = toy
+    session = TransformersSession(model, tok, None, loop="fast")
+    rows, beams = _Family("rows", 9, 24), _Family("beam", 10, 24)
+    per_prompt = max(prompt_bytes(model.config, 100, 24, 9, 4), prompt_bytes(model.config, 100, 24, 10, 4))
+    assert per_prompt == prompt_bytes(model.config, 100, 24, 10, 4)  # the widest family decides
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(per_prompt * 10 / 0.7) + 1, 2**40))
+    assert session._auto_prompts([rows, beams], 100) == 10
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**50, 2**50))
+    assert session._auto_prompts([rows, beams], 100) == min(MAX_AUTO_BATCH, MAX_ROWS // 10)  # rows a step, not memory, bound it
+    assert session._auto_prompts([_Family("rows", 1, 24)], 100) == MAX_AUTO_BATCH
+    # the KV a prompt needs: its bucketed prompt once plus width x new tokens, and the prefilled prompt
+    text = model.config
+    kv_token = 2 * text.num_hidden_layers * text.num_key_value_heads * (text.hidden_size // text.num_attention_heads) * 4
+    assert prompt_bytes(model.config, 100, 24, 10, 4) > kv_token * (128 + 240 + 100)
+
+
+def test_the_own_loop_splits_prompts_into_equal_batches():
+    """On a GPU a smaller last batch is padded to the others (one graph): 64 prompts that fit 52 a batch run as 2 x 32, not 52 + 12 padded."""
+    from harness_engines.transformers_engine import balanced
+
+    assert balanced(52, 64) == 32 and balanced(256, 64) == 64 and balanced(16, 20) == 10 and balanced(3, 7) == 3 and balanced(1, 5) == 1
+
+
+@pytest.mark.parametrize("loop", ["fast", "generate"])
+def test_the_repetition_penalty_never_reaches_the_left_padding(toy, loop):
+    """transformers' own processor also penalises the padding token of a padded row, so where the padding token is one
+    the model emits (the EOS of many models) a row's text depended on its batch. Both loops penalise only real tokens:
+    each prompt's text is the same in a padded batch as alone. Here the padding token is the toy's most frequent token."""
+    from harness_engines.transformers_engine import TransformersSession
+
+    model, tok, prompts = toy
+    tok = copy.deepcopy(tok)
+    counts: dict[int, int] = {}
+    for text, *_ in _run(TransformersSession(model, tok, 1, loop=loop), GREEDY, prompts).values():
+        for t in tok(text, add_special_tokens=False)["input_ids"]:
+            counts[t] = counts.get(t, 0) + 1
+    tok.pad_token = tok.convert_ids_to_tokens(max(counts, key=counts.get))
+    for d in (Decoding("greedy", 12, repetition_penalty=1.5), Decoding("sample", 12, temperature=0.8, top_k=20, repetition_penalty=1.5),
+              Decoding("beam", 12, num_beams=3, repetition_penalty=1.5, unused=("temperature", "top_k", "top_p"))):
+        alone = _run(TransformersSession(model, tok, 1, loop=loop), d, prompts)
+        assert _run(TransformersSession(model, tok, 7, loop=loop), d, prompts) == alone, d

@@ -3,7 +3,8 @@
 * The counter-based sampler is batch-invariant: a row's token depends on its seed, step and logits,
   never on the other rows or their order; it draws from the right distribution; top-k/top-p hold.
 * The fast loop (``loop = "fast"``: static cache, device-side stopping — on a GPU compiled and
-  replayed as a CUDA graph) gives the text of ``generate`` (``loop = "generate"``) in float32:
+  replayed as a CUDA graph) gives the text of ``generate`` (``loop = "generate"``) in float32
+  (beams: tests/test_engine_beams.py):
   greedy exactly, sampling exactly (both paths call the same sampler), EOS and the repetition
   penalty included. On the toy Llama here, and (``slow``) on the real SmolLM2-135M-Instruct.
 """
@@ -168,40 +169,55 @@ def test_eos_stops_rows_on_the_device_and_the_loop_early(toy, monkeypatch):
     fast = TransformersSession(model, tok, 7, loop="fast")
     fast.fast.sync_every = 4
     enc = tok.pad({"input_ids": ids}, padding=True, return_tensors="pt")
-    from harness_engines.fast_decode import Selector
+    from harness_engines.fast_decode import RowParams
 
     with torch.inference_mode():
-        new = fast.fast.decode(enc["input_ids"], enc["attention_mask"], Selector.of(GREEDY), list(range(7)), 12, 96)
-    assert new.shape[1] == 4  # every row finished at step 0; the host looked at step 4 and stopped
-    assert (new[:, 1:] == tok.pad_token_id).all()
+        prefix = fast.fast.prefill(enc["input_ids"], enc["attention_mask"])
+        new = fast.fast.sample(prefix, list(range(7)), RowParams.of([(GREEDY, i) for i in range(7)], 1), 12, 96)
+    assert new.shape[2] == 4  # every row finished at step 0; the host looked at step 4 and stopped
+    assert (new[:, :, 1:] == tok.pad_token_id).all()
 
 
 def test_loop_options(toy):
     from harness_engines.transformers_engine import TransformersEngine, TransformersSession
 
     model, tok, _ = toy
-    assert TransformersEngine.version == "2"  # the sampler changed: sampled texts of version 1 are not reused
-    assert TransformersSession(model, tok, 2, loop="auto").fast is None  # auto: generate on a CPU
+    assert TransformersEngine.version == "3"  # min_p is applied now: version 2's min-p texts are not reused
+    assert TransformersSession(model, tok, 2, loop="auto").fast is not None  # auto: the own loop wherever the model allows it
+    assert TransformersSession(model, tok, 2, model.generate, loop="auto").fast is None  # an adapter's own generate: generate
     with pytest.raises(UserError, match="replaces generate"):
         TransformersSession(model, tok, 2, model.generate, loop="fast")
-    # beams and beam sampling go through generate, also with the fast loop on
-    beam = Decoding("beam", 6, num_beams=2, unused=("temperature", "top_k", "top_p"))
+    # beam sampling goes through generate, also with the fast loop on
+    beam_sample = Decoding("beam_sample", 6, num_beams=2, temperature=0.8, top_k=20)
     plain, quick = _sessions(model, tok, 2)
     prompts = ["a b c", "d e"]
-    assert _run(quick, beam, prompts) == _run(plain, beam, prompts)
+    assert _run(quick, beam_sample, prompts) == _run(plain, beam_sample, prompts)
     assert not quick.fast.states
 
 
 @pytest.mark.slow
-def test_the_compiled_fast_loop_gives_the_same_text(toy):
+def test_the_compiled_fast_loop_gives_the_same_text(toy, tmp_path, monkeypatch):
+    """Compiled on a CPU (compile = true): same text; the compile shows as a progress line of its own, in its cache folder."""
     model, tok, prompts = toy
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
     plain, quick = _sessions(model, tok, 7, compile=True)
     torch._dynamo.reset()
+    lines = []
+
+    class Recording(NullProgress):
+        def line(self, text, console=False):
+            lines.append(text)
+
     try:
         for decoding in (GREEDY, SAMPLE):
-            assert _run(quick, decoding, prompts) == _run(plain, decoding, prompts)
+            requests = [GenRequest(f"{i}", p, decoding, seed=i) for i, p in enumerate(prompts)]
+            got = {r.key: (r.text, r.new_tokens, r.prompt_tokens, r.finish_reason) for b in quick.generate(requests, Recording()) for r in b}
+            assert got == _run(plain, decoding, prompts)
     finally:
         torch._dynamo.reset()
+    assert lines and lines[0].startswith("compiling: 1 decoding step(s) captured, 1 compiled, in ")
+    assert quick.compile_seconds > 0 and quick.fast.compiled_shapes == 1
+    assert list((tmp_path / "compile").glob("*/times.json"))  # the compile time is kept for the next run's decision
 
 
 # --------------------------------------------------------------------------- SmolLM2
@@ -253,13 +269,14 @@ def test_a_lora_wrapped_model_decodes_the_same_in_the_fast_loop(toy):
     assert want != _run(_sessions(model, tok)[0], SAMPLE, prompts)  # the adapter changes the text
 
 
-def test_the_last_smaller_batch_is_padded_only_up_to_the_calls_prompts(toy, monkeypatch):
+def test_the_last_smaller_batch_is_padded_only_up_to_the_calls_prompts(toy):
+    """On a GPU a smaller last batch is padded to the call's batch (one graph); never beyond the call's prompts."""
     from harness_engines.transformers_engine import TransformersSession
 
     model, tok, prompts = toy
     session = TransformersSession(model, tok, 16, loop="fast")
-    seen = []
-    real = session._fast_batch
-    monkeypatch.setattr(session, "_fast_batch", lambda batch, ids, longest, decoding, rows: seen.append(rows) or real(batch, ids, longest, decoding, rows))
-    _run(session, GREEDY, prompts)
-    assert seen == [7]  # batch_size 16, 7 prompts: one batch of 7 rows, not 16
+    families = session._plan([GenRequest(str(i), p, GREEDY, i) for i, p in enumerate(prompts)], {p: tok(p)["input_ids"] for p in prompts})
+    assert [f.padded for f in families] == [7]  # batch_size 16, 7 prompts: one batch of 7 rows, not 16
+    session = TransformersSession(model, tok, 3, loop="fast")
+    families = session._plan([GenRequest(str(i), p, GREEDY, i) for i, p in enumerate(prompts)], {p: tok(p)["input_ids"] for p in prompts})
+    assert [f.padded for f in families] == [3]

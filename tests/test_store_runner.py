@@ -289,6 +289,17 @@ def test_selection_runs_only_the_selected_cells(fake_plugins, fake_registry) -> 
 # --------------------------------------------------------------------------- failures
 
 
+def test_one_engine_call_per_model_takes_every_config_and_compile_time_is_a_stage(fake_plugins, fake_registry, monkeypatch) -> None:
+    """GenerateJob hands a model's configs to the engine at once (each request with its own decoding); a session's
+    compile time is recorded as a stage of its own."""
+    monkeypatch.setattr(fakes.FakeEngine, "compile_seconds", 1.25)
+    stats, res = run(fake_registry, fake_plugins)
+    assert fakes.FakeEngine.generate_calls == 2  # one call per model, not one per config
+    assert stats.generated == N_GEN and not stats.failed_cells
+    assert stats.stage_seconds["compile"] == pytest.approx(2.5)
+    assert all(error is None for _, _, error in res.values())
+
+
 def test_a_failing_config_is_a_failed_cell_and_the_rest_completes(cli, fake_registry) -> None:
     rewrite(fake_registry, engine={"name": "fake-engine", "batch_size": 4, "fail_num_beams": 3})
     result = cli("run", "--all", "-r", fake_registry)

@@ -411,13 +411,16 @@ def test_progress_in_a_terminal_fits_and_still_logs(width, tmp_path):
 
 
 def test_run_without_a_terminal_prints_a_line_per_cell(cli, fake_registry):
+    """A model's generation is one engine call for all its configs (issue 20): one line per model naming how many
+    configs it decoded; the stage line still counts the cells (model × config)."""
     result = cli("run", "--all", "-r", fake_registry)
     assert result.exit_code == 0, result.output
     err = result.stderr
-    cells = re.findall(r"^generating (fake-base|fake-tuned) · (\S+): 8/8 in \d+\.\d s$", err, flags=re.M)
-    assert cells and len(cells) == len(set(cells))
-    assert {m for m, _ in cells} == {"fake-base", "fake-tuned"}
-    assert re.search(rf"^generating: {len(cells)} cells, {8 * len(cells)}/{8 * len(cells)} in ", err, flags=re.M)
+    calls = re.findall(r"^generating (fake-base|fake-tuned) · (\d+) configs: (\d+)/(\d+) in \d+\.\d s", err, flags=re.M)
+    assert sorted(m for m, *_ in calls) == ["fake-base", "fake-tuned"]
+    assert all(done == total == str(8 * int(n)) for _, n, done, total in calls)
+    cells = sum(int(n) for _, n, _, _ in calls)
+    assert re.search(rf"^generating: {cells} cells, {8 * cells}/{8 * cells} in ", err, flags=re.M)
     assert re.search(r"^training fake-tuned: \d+/\d+ in \d+\.\d s, loss=0\.5$", err, flags=re.M)
 
 

@@ -4,9 +4,15 @@
 * :class:`GenerateJob` generates every missing (config, example) of one model with one
   engine session (one model load). It first yields a :class:`CellKeys` per config (the
   generation key of every test example: the record of what the cell stands for), then
-  :class:`GenBatch` outputs as the engine finishes batches, and a :class:`CellDone` or
-  :class:`CellFailed` per config. When it needs a :class:`TrainJob`, it computes its keys
-  from the adapter that job produced.
+  :class:`GenBatch` outputs (one per config and engine batch) as the engine finishes batches,
+  and a :class:`CellDone` or :class:`CellFailed` per config. Every config's requests go to the
+  engine in *one* ``generate`` call (each request carries its own decoding), so an engine can
+  decode configs together (the transformers engine shares each prompt's prefill and decodes
+  greedy and sampled configs in one batch); if that call fails, each config not yet finished
+  is retried in a call of its own, so a config that fails fails alone, as before. An engine
+  that reports compile time (``compile_seconds``) gets it recorded as a stage of its own
+  (:class:`StageSeconds`). When it needs a :class:`TrainJob`, it computes its keys from the
+  adapter that job produced.
 * :class:`ScoreJob` scores the generations of some cells with one metric and yields a
   :class:`ScoreBatch` (or :class:`CellFailed`) per cell.
 
@@ -126,6 +132,14 @@ class CellFailed:
     error: str
     traceback: str = ""
     metric: str | None = None
+
+
+@dataclass(frozen=True)
+class StageSeconds:
+    """Time a job spent on a part of its work worth its own line in the run's stage times (``compile``)."""
+
+    stage: str
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -259,24 +273,53 @@ class GenerateJob:
         failed: dict[str, str] = {}
         try:
             tok = model.tokenizer(self.spec) if self.spec.template == "chat" else None
-            for config, missing in todo:
-                note = getattr(progress, "note", None)
-                if note is not None:
-                    note(f"{self.spec.name} · {config.name}")
-                requests = [
+            requests: dict[str, list[GenRequest]] = {
+                config.name: [
                     GenRequest(k, data.render_prompt(e, self.spec.template, tok), config.decoding, keys.example_seed(self.sweep_seed, e.id),
                                messages=data.prompt_messages(e, self.spec.template))
                     for e, k in missing
                 ]
-                example_of = {k: e.id for e, k in missing}
-                try:
-                    for batch in session.generate(requests, progress):
-                        yield GenBatch(self.spec.name, config.name, tuple(batch), tuple(example_of[r.key] for r in batch), mkey)
-                except (KeyboardInterrupt, UserError):
-                    raise
-                except Exception as exc:
-                    failed[config.name] = f"{type(exc).__name__}: {exc}"
-                    yield CellFailed("generate", self.spec.name, config.name, failed[config.name], tb.format_exc())
+                for config, missing in todo
+            }
+            example_of = {k: e.id for _, missing in todo for e, k in missing}
+            left = {name: {r.key for r in reqs} for name, reqs in requests.items()}
+
+            def batches(calls: list[GenRequest], label: str, cells: int = 1) -> Iterator[GenBatch]:
+                note = getattr(progress, "note", None)
+                if note is not None:
+                    note(f"{self.spec.name} · {label}", cells=cells)
+                for batch in session.generate(calls, progress):
+                    by_config: dict[str, list[GenResult]] = {}
+                    for r in batch:
+                        by_config.setdefault(owner[r.key], []).append(r)
+                    for name, results in by_config.items():
+                        left[name].difference_update(r.key for r in results)
+                        yield GenBatch(self.spec.name, name, tuple(results), tuple(example_of[r.key] for r in results), mkey)
+
+            together = [r for reqs in requests.values() for r in reqs]
+            label = todo[0][0].name if len(todo) == 1 else f"{len(todo)} configs"
+            try:
+                yield from batches(together, label, len(todo))
+            except (KeyboardInterrupt, UserError):
+                raise
+            except Exception as exc:
+                if len(todo) == 1:
+                    failed[todo[0][0].name] = f"{type(exc).__name__}: {exc}"
+                    yield CellFailed("generate", self.spec.name, todo[0][0].name, failed[todo[0][0].name], tb.format_exc())
+                else:  # one config alone per call now: a config that fails fails alone
+                    for config, _ in todo:
+                        if not left[config.name]:
+                            continue
+                        try:
+                            yield from batches([r for r in requests[config.name] if r.key in left[config.name]], config.name)
+                        except (KeyboardInterrupt, UserError):
+                            raise
+                        except Exception as exc:
+                            failed[config.name] = f"{type(exc).__name__}: {exc}"
+                            yield CellFailed("generate", self.spec.name, config.name, failed[config.name], tb.format_exc())
+            seconds = float(getattr(session, "compile_seconds", 0.0) or 0.0)
+            if seconds > 0:
+                yield StageSeconds("compile", seconds)
         finally:
             session.close()
         for config in self.configs:
@@ -352,6 +395,7 @@ __all__ = [
     "CellFailed",
     "ScoreBatch",
     "ScoreCell",
+    "StageSeconds",
     "TrainJob",
     "GenerateJob",
     "ScoreJob",

@@ -157,6 +157,7 @@ class RichProgress:
         self._clock = clock
         self._log: IO[str] | None = None
         self._label = ""
+        self._label_cells = 1
         self._label_owner: str | None = None
         self._current: dict[str, _Task] = {}
         self._stage: _Stage | None = None
@@ -206,10 +207,12 @@ class RichProgress:
         """One plain line in the log (and on the console when ``console``): the run's start, its end."""
         self._plain(text, console=console)
 
-    def note(self, label: str) -> None:
-        """Name the cell the next task works on (the runner's "model · config")."""
+    def note(self, label: str, cells: int = 1) -> None:
+        """Name the cell the next task works on (the runner's "model · config"); ``cells``: how many cells that task
+        covers (a model's generation decodes all its configs in one task: "model · 12 configs")."""
         self._label = label
         self._label_owner = None
+        self._label_cells = max(1, int(cells))
 
     def task(self, description: str, total: int | None) -> Callable[..., None]:
         """Start a task; a previous task with the same description is over (reported if it was not)."""
@@ -226,7 +229,9 @@ class RichProgress:
         label = self._label if self._label_owner == description else ""
         t = _Task(description, label, total, now, last_line=now)
         self._current[description] = t
-        self._stage.cells += 1
+        cells = self._label_cells if label else 1
+        self._label_cells = 1  # the note's cells count once, for its first task
+        self._stage.cells += cells
         self._stage.tasks.append(t)
         if self._bars is not None:
             rich_id = self._rich_ids.get(description)

@@ -486,6 +486,8 @@ class _Sink:
         elif isinstance(out, jobs.CellFailed):
             cell = f"{out.stage}/{out.model}" + (f"/{out.config}" if out.config else "") + (f"/{out.metric}" if out.metric else "")
             r.fail(cell, out.stage, out.error, out.traceback, model=out.model, config=out.config, metric=out.metric)
+        elif isinstance(out, jobs.StageSeconds):
+            r.stats.stage_seconds[out.stage] = r.stats.stage_seconds.get(out.stage, 0.0) + out.seconds
         elif isinstance(out, jobs.ScoreBatch):
             with store.transaction():
                 store._insert_scores(out.metric_key, list(out.scores))

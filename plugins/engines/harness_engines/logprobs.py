@@ -81,17 +81,18 @@ def _batch(session: Any, batch: Sequence[GenRequest], ids: Sequence[list[int]]) 
     import torch
 
     from .sampling import CounterSampler
-    from .transformers_engine import generate_kwargs
+    from .transformers_engine import generate_kwargs, penalty_kwargs
 
     tok = session.tok
     decoding = batch[0].decoding
     enc = tok.pad({"input_ids": list(ids)}, padding=True, return_tensors="pt").to(session.device)
     kwargs = generate_kwargs(decoding, pad_token_id=tok.pad_token_id, eos_token_id=session.eos_ids)
     kwargs.update(output_logits=True, return_dict_in_generate=True)
+    kwargs.update(penalty_kwargs(decoding, enc["attention_mask"]))
     prompt_len = enc["input_ids"].shape[1]
     if decoding.strategy == "sample":
-        kwargs["logits_processor"] = [
-            CounterSampler(decoding.temperature, decoding.top_k, decoding.top_p, [r.seed for r in batch], prompt_len, session.device)
+        kwargs["logits_processor"] = kwargs.get("logits_processor", []) + [
+            CounterSampler(decoding.temperature, decoding.top_k, decoding.top_p, [r.seed for r in batch], prompt_len, session.device, min_p=decoding.min_p)
         ]
     out = session._generate(**enc, **kwargs)
     new = out.sequences[:, prompt_len:].tolist()

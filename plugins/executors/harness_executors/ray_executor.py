@@ -129,7 +129,7 @@ class WorkerProgress:
         self.label = ""
         self.sent = 0.0
 
-    def note(self, label: str) -> None:
+    def note(self, label: str, cells: int = 1) -> None:
         self.label = label
 
     def task(self, description: str, total: int | None) -> Callable[..., None]:
