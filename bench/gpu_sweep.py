@@ -1,8 +1,10 @@
 """Issue 20 on one GPU, in one call of at most ~8.5 minutes: beams in the own loop, every config of a sweep in one call, old vs new.
 
-*old* is the transformers engine before issue 20 (``bench/baseline_engines``: the package
-``plugins/engines/harness_engines`` of commit d6eeb1f, imported under another package name against
-this checkout's core): greedy and sampled configs in its own fast loop one config per call, beams
+*old* is the transformers engine before issue 20 (``bench/baseline_engines``, not tracked: the package
+``plugins/engines/harness_engines`` of commit d6eeb1f written there from git by ``--prepare-baseline``
+— done by the run itself where the checkout has its history; the GPU machine's copy has none, so
+prepare it here and carry it: ``carry=["bench/baseline_engines"]`` — imported under another
+package name against this checkout's core): greedy and sampled configs in its own fast loop one config per call, beams
 through ``generate``. *new* is this checkout's engine: one call for every config (as ``GenerateJob``
 calls it), beams in the own loop, compile only where it pays. Both run in the same process on the
 same models and prompts, on the same GPU.
@@ -749,6 +751,10 @@ def main() -> None:
     if args.prepare_baseline:
         prepare_baseline(args.prepare_baseline, args.ref)
         return
+    if not (args.baseline / "__init__.py").exists():
+        if not (ROOT / ".git").exists():
+            ap.error(f"{args.baseline} is missing: run `python bench/gpu_sweep.py --prepare-baseline {args.baseline}` in a checkout with its history and carry it")
+        prepare_baseline(args.baseline, args.ref)
     run(args)
 
 
