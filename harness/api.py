@@ -839,9 +839,19 @@ def create_plugin(kind: str, name: str, settings: dict[str, Any] | None = None) 
     a worker). Unknown names raise :class:`harness.errors.UserError`; ``settings`` are taken as
     given (defaults filled in), so validate what comes from the user.
     """
-    from .plugins import current_plugins
+    if _plugin_source is None:  # no plugin instance exists before harness.plugins is imported
+        raise RuntimeError("create_plugin is for plugins the harness created: import harness.plugins first")
+    return _plugin_source().create(kind, name, settings)
 
-    return current_plugins().create(kind, name, settings)
+
+#: the running process's plugins, for :func:`create_plugin`: ``harness.plugins`` sets it when imported, so the
+#: contract never imports the plugin manager (which imports the contract)
+_plugin_source: Callable[[], Any] | None = None
+
+
+def _set_plugin_source(source: Callable[[], Any]) -> None:
+    global _plugin_source
+    _plugin_source = source
 
 
 def non_default(obj: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .api import DatasetSource, Decoder, Engine, Executor, Metric, ModelAdapter, Option, Plugin, RatingFormat, Reporter
+from .api import DatasetSource, Decoder, Engine, Executor, Metric, ModelAdapter, Option, Plugin, RatingFormat, Reporter, _set_plugin_source
 from .errors import UserError, unknown_name
 
 ENTRY_POINT_GROUP = "harness.plugins"
@@ -120,6 +120,9 @@ def current_plugins() -> Plugins:
     if _CURRENT is None:
         _CURRENT = build_plugins()
     return _CURRENT
+
+
+_set_plugin_source(current_plugins)
 
 
 def build_plugins(*, entry_points: bool = True, extra: Iterable[object] = ()) -> Plugins:
