@@ -48,55 +48,18 @@ FORMAT_GRADE = {
     "prefill": 'Reply with your rating alone, from {min} (worst) to {max} (best), exactly in this form: "Rating: [[{max}]]".',
 }
 
-USER_PAIR = """[User request]
-{question}
+_REQUEST = "[User request]\n{question}\n\n"
+_REFERENCE = "[Reference answer]\n{reference}\n\n"
+_PAIR = (
+    "[Start of assistant A's answer]\n{output_a}\n[End of assistant A's answer]\n\n"
+    "[Start of assistant B's answer]\n{output_b}\n[End of assistant B's answer]\n\n{format}"
+)
+_GRADE = "[Start of the assistant's answer]\n{output}\n[End of the assistant's answer]\n\n{format}"
 
-[Start of assistant A's answer]
-{output_a}
-[End of assistant A's answer]
-
-[Start of assistant B's answer]
-{output_b}
-[End of assistant B's answer]
-
-{format}"""
-
-USER_PAIR_REFERENCE = """[User request]
-{question}
-
-[Reference answer]
-{reference}
-
-[Start of assistant A's answer]
-{output_a}
-[End of assistant A's answer]
-
-[Start of assistant B's answer]
-{output_b}
-[End of assistant B's answer]
-
-{format}"""
-
-USER_GRADE = """[User request]
-{question}
-
-[Start of the assistant's answer]
-{output}
-[End of the assistant's answer]
-
-{format}"""
-
-USER_GRADE_REFERENCE = """[User request]
-{question}
-
-[Reference answer]
-{reference}
-
-[Start of the assistant's answer]
-{output}
-[End of the assistant's answer]
-
-{format}"""
+USER_PAIR = _REQUEST + _PAIR
+USER_PAIR_REFERENCE = _REQUEST + _REFERENCE + _PAIR
+USER_GRADE = _REQUEST + _GRADE
+USER_GRADE_REFERENCE = _REQUEST + _REFERENCE + _GRADE
 
 #: the judge's reply, primed up to the verdict, for ``ask = "prefill"``
 PREFILL = {"pair": "[[", "grade": "Rating: [["}
