@@ -590,15 +590,19 @@ def cache_bytes(cache: Any) -> int:
     return total
 
 
-def row_bytes(config: Any, prompt_tokens: int, new_tokens: int, dtype_size: int) -> int:
-    """Planned GPU bytes for one generated row (one beam): its KV cache, logits and prefill activations."""
+def _shape(config: Any) -> tuple[Any, int, int, int, int, int]:
+    """(text config, hidden size, layers, key/value heads, head dim, vocabulary) of a model config."""
     text = getattr(config, "get_text_config", lambda: config)()
     hidden = int(text.hidden_size)
-    layers = int(text.num_hidden_layers)
     heads = int(getattr(text, "num_attention_heads", 1) or 1)
     kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
     head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
-    vocab = int(getattr(text, "vocab_size", 0) or 0)
+    return text, hidden, int(text.num_hidden_layers), kv_heads, head_dim, int(getattr(text, "vocab_size", 0) or 0)
+
+
+def row_bytes(config: Any, prompt_tokens: int, new_tokens: int, dtype_size: int) -> int:
+    """Planned GPU bytes for one generated row (one beam): its KV cache, logits and prefill activations."""
+    text, hidden, layers, kv_heads, head_dim, vocab = _shape(config)
     tokens = prompt_tokens + new_tokens
     kv = 2 * layers * kv_heads * head_dim * tokens * dtype_size
     logits = 3 * vocab * 4  # float32 scores, their softmax, the processors' copy
@@ -613,13 +617,7 @@ def prompt_bytes(config: Any, prompt_tokens: int, new_tokens: int, width: int, d
     prompt's KV as prefilled (held while the batch's families decode), per row the float32 logits
     and their processed copies, the mask and history over the slots, and the prefill activations.
     """
-    text = getattr(config, "get_text_config", lambda: config)()
-    hidden = int(text.hidden_size)
-    layers = int(text.num_hidden_layers)
-    heads = int(getattr(text, "num_attention_heads", 1) or 1)
-    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
-    head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
-    vocab = int(getattr(text, "vocab_size", 0) or 0)
+    text, hidden, layers, kv_heads, head_dim, vocab = _shape(config)
     per_token = 2 * layers * kv_heads * head_dim * dtype_size
     slots = bucket(prompt_tokens) + width * new_tokens
     kv = per_token * (slots + prompt_tokens)

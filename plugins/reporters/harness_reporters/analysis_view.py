@@ -57,13 +57,8 @@ def _missing(v: Any) -> bool:
 
 
 def _ci(row: dict[str, Any], name: str) -> str:
-    v = row.get(name)
-    if _missing(v):
-        return "—"
-    lo, hi = row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high")
-    if _missing(lo) or _missing(hi):
-        return f"{v:.3f}"
-    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+    """A coefficient and its interval on one line: ``0.412 [0.201, 0.598]``."""
+    return _cell(row, name, "interval")
 
 
 def _cell(row: dict[str, Any], name: str, layout: str) -> str:
