@@ -26,7 +26,6 @@ import argparse
 import json
 import re
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, add_output_args, load, machine, rerender, versions, write_section  # noqa: E402
+import run_default  # noqa: E402
 
 MARKER = "judge-cpu"
 NEW_SECTION = """## A pairwise judge over the default sweep, on the CPU (issue 18)
@@ -55,15 +55,10 @@ model_options = {device = "cpu", dtype = "float32"}
 
 
 def run(registry: Path) -> tuple[float, dict, int]:
-    harness = Path(sys.executable).parent / "harness"
-    t0 = time.perf_counter()
-    proc = subprocess.run([str(harness), "run", "--all", "-r", str(registry)], capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"harness run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    """``harness run --all`` (bench/run_default.py's run) and the judge calls its pairwise judge made."""
+    wall, meta = run_default.run(registry)
     out_dir = re.search(r'output_dir = "(.*)"', registry.read_text()).group(1)
     db = sqlite3.connect(Path(out_dir) / "harness.sqlite")
-    meta = json.loads(db.execute("SELECT metadata FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()[0])
     calls = 0
     for (detail,) in db.execute("SELECT s.detail FROM scores s JOIN metric_ids m USING(metric_key) WHERE m.metric='judge-pairwise'"):
         calls += len((json.loads(detail) if detail else {}).get("calls") or [])
