@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,18 +72,26 @@ class AdapterRef:
     path: str | None = None
     files: tuple[tuple[str, bytes], ...] | None = field(default=None, repr=False)
 
-    def local_dir(self) -> Path:
-        """A local folder holding the adapter (``files`` are written once per process under the temp folder)."""
+    @contextmanager
+    def local_dir(self) -> Iterator[Path]:
+        """A local folder holding the adapter, for the length of the ``with`` block.
+
+        ``path`` when this process can read it; otherwise ``files`` are written into a fresh
+        temporary folder that is removed when the block ends, so a worker that generates for
+        many models leaves nothing behind.
+        """
         if self.path is not None and Path(self.path).exists():
-            return Path(self.path)
+            yield Path(self.path)
+            return
         if self.files is None:
             raise RuntimeError(f"the adapter {self.sha256[:12]} is not at {self.path} and its files were not sent")
-        target = Path(tempfile.gettempdir()) / f"harness-adapter-{self.sha256[:16]}-{os.getpid()}"
-        if not (target / "adapter_model.safetensors").exists():
-            target.mkdir(parents=True, exist_ok=True)
+        target = Path(tempfile.mkdtemp(prefix=f"harness-adapter-{self.sha256[:12]}-"))
+        try:
             for name, blob in self.files:
                 (target / name).write_bytes(blob)
-        return target
+            yield target
+        finally:
+            shutil.rmtree(target, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -268,8 +277,13 @@ class GenerateJob:
         plugins = plugins_here()
         model = plugins.create("model", self.spec.adapter, self.spec.options)
         engine = plugins.create("engine", self.engine, self.engine_settings)
-        adapter_dir = adapter.local_dir() if adapter is not None else None
-        session = engine.open(model, self.spec, adapter_dir)
+        held = ExitStack()  # the adapter's local folder, kept until the session is closed
+        try:
+            adapter_dir = held.enter_context(adapter.local_dir()) if adapter is not None else None
+            session = engine.open(model, self.spec, adapter_dir)
+        except BaseException:
+            held.close()
+            raise
         failed: dict[str, str] = {}
         try:
             tok = model.tokenizer(self.spec) if self.spec.template == "chat" else None
@@ -321,7 +335,10 @@ class GenerateJob:
             if seconds > 0:
                 yield StageSeconds("compile", seconds)
         finally:
-            session.close()
+            try:
+                session.close()
+            finally:
+                held.close()
         for config in self.configs:
             if config.name in failed:
                 continue
