@@ -275,9 +275,10 @@ def main() -> None:
     if args.smoke:
         import tempfile
 
-        work = args.dir or Path(tempfile.mkdtemp(prefix="gpu-judge-smoke-"))
-        prepare(work, smoke=True)
-        report = run(work, args.out, min(args.pairs, 6), min(args.prompt, 200), min(args.new, 8), engines, smoke=True)
+        with tempfile.TemporaryDirectory(prefix="gpu-judge-smoke-") as scratch:  # removed after, unless DIR was given
+            work = args.dir or Path(scratch)
+            prepare(work, smoke=True)
+            report = run(work, args.out, min(args.pairs, 6), min(args.prompt, 200), min(args.new, 8), engines, smoke=True)
         print(render(report))
         return
     if args.command == "prepare":

@@ -446,8 +446,6 @@ def main() -> None:
     save()
 
     if args.compare and args.compare_steps:
-        import finetune_defaults
-
         result["compare"] = {}
         for model in args.compare:
             if clock.left() < 60:
@@ -469,7 +467,6 @@ def main() -> None:
             result["compare"][model]["wall_seconds"] = round(time.time() - t, 1)
             log(f"compare {model}: {'done' if ok else 'failed'} in {time.time() - t:.0f} s")
             save()
-        del finetune_defaults
     result["wall_seconds"] = round(time.time() - clock.t0, 1)
     save()
     log(f"done in {result['wall_seconds']} s -> {args.out}")

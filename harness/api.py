@@ -69,6 +69,8 @@ __all__ = [
     "stable_hash",
     "non_default",
     "file_lock",
+    "temporary_beside",
+    "write_atomically",
     "create_plugin",
     "MISSING_SCORE",
 ]
@@ -829,6 +831,25 @@ def file_lock(path: str | Path, *, timeout: float | None = None) -> Any:
     from .locks import file_lock as _file_lock
 
     return _file_lock(Path(path), timeout=timeout)
+
+
+def temporary_beside(path: str | Path, write: Callable[[Any], object], *, newline: str | None = None) -> Path:
+    """A new hidden file beside ``path`` holding what ``write(handle)`` wrote (text, UTF-8), flushed to disk.
+
+    For an export of several files: write each with this, then ``os.replace`` each into
+    place, so no half-written file is ever seen (see :mod:`harness.files`). On failure the
+    temporary file is removed and the error (an ``OSError`` for a full disk) raised.
+    """
+    from .files import temporary_beside as _temporary_beside
+
+    return _temporary_beside(Path(path), write, newline=newline)
+
+
+def write_atomically(path: str | Path, write: Callable[[Any], object], *, newline: str | None = None) -> None:
+    """Write ``path`` with ``write(handle)`` so that it is either whole or untouched (see :func:`temporary_beside`)."""
+    from .files import write_atomically as _write_atomically
+
+    _write_atomically(Path(path), write, newline=newline)
 
 
 def create_plugin(kind: str, name: str, settings: dict[str, Any] | None = None) -> Any:

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-from harness.api import Decoding, Example, GenRequest, ModelSpec, NullProgress, ScoreInput
+from harness.api import Decoding, Example, GenRequest, NullProgress, ScoreInput
 
 pytestmark = pytest.mark.slow
 

@@ -89,16 +89,16 @@ def test_export_replaces_both_files_or_neither(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "tasks.json").write_text("old tasks")
     (folder / "labeling_config.xml").write_text("old config")
-    real = label_studio._write_temporary
+    real = label_studio.temporary_beside
     calls = []
 
-    def failing(path, text):
+    def failing(path, write, **kw):
         calls.append(path.name)
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
-        return real(path, text)
+        return real(path, write, **kw)
 
-    monkeypatch.setattr(label_studio, "_write_temporary", failing)
+    monkeypatch.setattr(label_studio, "temporary_beside", failing)
     with pytest.raises(UserError, match="No space left on device"):
         write_export(folder, rating_samples.items("binary"), RatingScale("binary"))
     assert (folder / "tasks.json").read_text() == "old tasks"

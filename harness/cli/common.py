@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import functools
-import os
 import signal
 import sqlite3
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import UserError
+from ..files import write_atomically
 from ..plugins import Plugins, build_plugins
 
 err = Console(stderr=True, highlight=False)
@@ -128,21 +127,9 @@ def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file: the file is either whole or untouched."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        write_atomically(path, lambda handle: handle.write(text))
     except OSError as exc:
         raise UserError(f"cannot write here: {exc.strerror or exc}", file=path) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a report is an ordinary file
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise UserError(f"cannot write here: {exc.strerror or exc}", file=path) from None
-        raise
 
 
 def echo(text: str) -> None:

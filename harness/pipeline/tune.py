@@ -317,7 +317,6 @@ class Search:
 
     def _next(self) -> tuple[Any, SweepConfig | None, str] | None:
         """Ask the study for the next trial (under the lock): the trial, its config (None: it cannot be built) and why not."""
-        TS = self._states()
         trials = self.study.get_trials(deepcopy=False)
         if sum(1 for t in trials if self._counted(t)) >= self.plan.budget:
             return None

@@ -509,7 +509,7 @@ def render(plan: Plan, fmt: str = "table", *, width: int | None = None, color: b
     say(f"Plan ({plan.source}; current test set: {_i(plan.test_size)} examples)", "bold")
     if plan.paired:
         table = Table(title=f"Test examples to detect a paired difference of {t.delta:g} (alpha {t.alpha:g}, power {t.power:g})", title_justify="left")
-        for h in ("Model", "Metric", "Config", "n now", "s_d", "Observed Δ", "Needed", f"Detectable at n now"):
+        for h in ("Model", "Metric", "Config", "n now", "s_d", "Observed Δ", "Needed", "Detectable at n now"):
             table.add_column(h, justify="left" if h in ("Model", "Metric", "Config") else "right", overflow="fold")
         for r in plan.paired:
             unit = " ratings" if r.unit == "ratings" else ""

@@ -102,7 +102,7 @@ class OpenAIEngine(Engine):
         )
 
     def check(self, spec: ModelSpec) -> None:
-        base_url = model_base_url(spec)
+        model_base_url(spec)  # a model without a server is refused first, naming its key
         if spec.finetune is not None:
             raise UserError(
                 f"the openai engine sends prompts to a served model and cannot apply a LoRA adapter; set finetune = false for '{spec.name}'",

@@ -26,12 +26,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from harness import hookimpl
-from harness.api import PAIR_LEFT, PAIR_RIGHT, PAIR_TIE, Rating, RatingFormat, RatingItem, RatingScale
+from harness.api import PAIR_LEFT, PAIR_RIGHT, PAIR_TIE, Rating, RatingFormat, RatingItem, RatingScale, write_atomically
 from harness.errors import UserError
 
 from .messages import MAX_LISTED, listed, problem_message
@@ -93,34 +93,16 @@ def write_sheet(path: str | Path, items: Sequence[RatingItem], scale: RatingScal
 
 
 def _write_csv_atomically(path: Path, header: list[str], rows: Iterable[list[str]]) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
-        try:
-            # mode 0o666 lets the umask apply, as for any new file
-            fd = os.open(tmp, flags, 0o666)
-            break
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise UserError(f"cannot write the rating sheet: {exc.strerror or exc}", file=path) from exc
+    def write(handle: IO[str]) -> None:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow([escape_cell(cell) for cell in row])
+
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            for row in rows:
-                writer.writerow([escape_cell(cell) for cell in row])
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise UserError(f"cannot write the rating sheet: {exc.strerror or exc}", file=path) from exc
-        raise
+        write_atomically(path, write, newline="")
+    except OSError as exc:
+        raise UserError(f"cannot write the rating sheet: {exc.strerror or exc}", file=path) from exc
 
 
 # --------------------------------------------------------------------------- import

@@ -45,7 +45,7 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from harness import hookimpl
-from harness.api import PAIR_LEFT, PAIR_RIGHT, PAIR_TIE, Rating, RatingFormat, RatingItem, RatingScale, stable_hash
+from harness.api import PAIR_LEFT, PAIR_RIGHT, PAIR_TIE, Rating, RatingFormat, RatingItem, RatingScale, stable_hash, temporary_beside
 from harness.errors import UserError
 
 from .messages import MAX_LISTED, listed, problem_message
@@ -176,7 +176,7 @@ def write_export(folder: str | Path, items: Sequence[RatingItem], scale: RatingS
     temporary: dict[str, Path] = {}
     try:
         for name, text in contents.items():
-            temporary[name] = _write_temporary(folder / name, text)
+            temporary[name] = temporary_beside(folder / name, lambda handle, text=text: handle.write(text), newline="\n")
         for name, tmp in temporary.items():
             os.replace(tmp, folder / name)
     except BaseException as exc:
@@ -199,26 +199,6 @@ def _remove_empty(folders: Sequence[Path]) -> None:
             folder.rmdir()
         except OSError:
             return
-
-
-def _write_temporary(path: Path, text: str) -> Path:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
-        try:
-            fd = os.open(tmp, flags, 0o666)
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
 
 
 # --------------------------------------------------------------------------- import
