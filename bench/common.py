@@ -46,14 +46,14 @@ def versions(python: Path, packages: list[str]) -> dict[str, str]:
     return json.loads(subprocess.run([str(python), "-c", code, *packages], capture_output=True, text=True, check=True).stdout)
 
 
-def write_section(marker: str, table: str, new_section: str) -> None:
-    """Put ``table`` between ``<!-- bench:{marker}:begin/end -->`` in BENCHMARKS.md.
+def write_section(marker: str, table: str, new_section: str, path: Path | None = None) -> None:
+    """Put ``table`` between ``<!-- bench:{marker}:begin/end -->`` in ``path`` (BENCHMARKS.md by default).
 
     Without those markers yet, ``new_section`` (a heading and intro, ending in a blank line) and the
     marked table are appended.
     """
     begin, end = f"<!-- bench:{marker}:begin -->", f"<!-- bench:{marker}:end -->"
-    path = ROOT / "BENCHMARKS.md"
+    path = path or ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     block = f"{begin}\n{table}\n{end}"
     if begin in text:
@@ -73,8 +73,19 @@ def rerender(args: Any, render: Any, write: Any) -> bool:
     """With ``--from-json``: print the table ``render`` makes of that file, ``write`` it unless ``--no-write``; True if done."""
     if not args.from_json:
         return False
-    table = render(json.loads(Path(args.from_json).read_text()))
+    show(args, render(json.loads(Path(args.from_json).read_text())), write)
+    return True
+
+
+def publish(args: Any, out: Path, report: dict[str, Any], render: Any, write: Any) -> None:
+    """Save ``report`` as JSON at ``out``, print the table ``render`` makes of it and ``write`` it unless ``--no-write``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    show(args, render(report), write)
+
+
+def show(args: Any, table: str, write: Any) -> None:
+    """Print ``table`` and ``write`` it into BENCHMARKS.md unless ``--no-write``."""
     print(table)
     if not args.no_write:
         write(table)
-    return True

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, add_output_args, load, machine, rerender, write_section  # noqa: E402
+from common import ROOT, add_output_args, load, machine, publish, rerender, write_section  # noqa: E402
 
 MARKER = "cpu-default-ab"
 #: main before issue 20 (beams in the own loop, configs in one batch)
@@ -153,12 +153,7 @@ def main() -> None:
             by_config[c][1] += 1
         report["same_text"] = {"identical": same, "total": len(old_texts), "by_config": by_config}
         print(f"identical texts old vs new: {same}/{len(old_texts)}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    table = render(report)
-    print(table)
-    if not args.no_write:
-        write_section(MARKER, table, SECTION)
+    publish(args, args.out, report, render, lambda table: write_section(MARKER, table, SECTION))
 
 
 SECTION = "## The default run's generation on the CPU, old vs new (issue 20)\n\n"

@@ -558,22 +558,13 @@ def render(merged: dict[str, Any]) -> tuple[str, str]:
     return "\n".join(head + [""] + stage + comp), "\n".join(stage + comp)
 
 
-def _replace_block(path: Path, name: str, body: str, heading: str) -> None:
-    begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
-    text = path.read_text()
-    block = f"{begin}\n{body}\n{end}"
-    if begin in text:
-        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + f"\n\n{heading}\n\n{block}\n"
-    path.write_text(text)
-
-
 def write_docs(paths: list[Path]) -> None:
     merged = merge_results(paths)
     bench, table = render(merged)
-    _replace_block(ROOT / "BENCHMARKS.md", "gpu-study", bench, "## The reference study on one GPU (issue 21)")
-    _replace_block(ROOT / "docs" / "study.md", "gpu-study-table", table, "### Where the time goes on one GPU")
+    from common import write_section
+
+    write_section("gpu-study", bench, "## The reference study on one GPU (issue 21)\n\n")
+    write_section("gpu-study-table", table, "### Where the time goes on one GPU\n\n", path=ROOT / "docs" / "study.md")
     print(bench)
 
 

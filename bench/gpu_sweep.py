@@ -708,7 +708,7 @@ def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from common import write_section
+    from common import show, write_section
 
     if len(sys.argv) > 1 and sys.argv[1] == "vllm-part":
         v = argparse.ArgumentParser()
@@ -743,10 +743,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="with --from-json: print, do not update BENCHMARKS.md")
     args = ap.parse_args()
     if args.from_json:
-        table = render(merge([json.loads(Path(p).read_text()) for p in args.from_json]))
-        print(table)
-        if not args.no_write:
-            write_section(MARKER, table, SECTION)
+        show(args, render(merge([json.loads(Path(p).read_text()) for p in args.from_json])), lambda table: write_section(MARKER, table, SECTION))
         return
     if args.prepare_baseline:
         prepare_baseline(args.prepare_baseline, args.ref)

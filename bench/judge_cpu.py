@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, add_output_args, load, machine, rerender, versions, write_section  # noqa: E402
+from common import ROOT, add_output_args, load, machine, publish, rerender, versions, write_section  # noqa: E402
 import run_default  # noqa: E402
 
 MARKER = "judge-cpu"
@@ -192,12 +192,7 @@ def main() -> None:
     if rerender(args, render, lambda table: write_section(MARKER, table, NEW_SECTION)):
         return
     report = measure(args.generate) if args.full else direct()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    table = render(report)
-    print(table)
-    if not args.no_write:
-        write_section(MARKER, table, NEW_SECTION)
+    publish(args, args.out, report, render, lambda table: write_section(MARKER, table, NEW_SECTION))
 
 
 if __name__ == "__main__":

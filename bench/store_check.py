@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import random
 import shutil
@@ -37,7 +36,7 @@ for _sub in ("", "bench"):
     if str(ROOT / _sub) not in sys.path:
         sys.path.insert(0, str(ROOT / _sub))
 
-from common import add_output_args, load, machine, rerender, write_section  # noqa: E402
+from common import add_output_args, load, machine, publish, rerender, write_section  # noqa: E402
 
 from harness.api import ExampleScore, GenResult  # noqa: E402
 from harness.store import STORE_NAME, Store  # noqa: E402
@@ -211,13 +210,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     r = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "load": [start, load()], "repeats": args.repeats,
          "sqlite": sqlite3.sqlite_version, "result": result}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(r, indent=2) + "\n")
-    table = render(r)
-    print(table)
-    if not args.no_write:
-        write(table)
+    publish(args, Path(args.out), r, render, write)
 
 
 if __name__ == "__main__":

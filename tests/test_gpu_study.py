@@ -17,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+import common  # noqa: E402
 import gpu_study  # noqa: E402
 import gpu_study_inputs as inputs  # noqa: E402
 
@@ -145,6 +146,6 @@ def test_the_docs_writer(tmp_path, monkeypatch):
     assert table.count("(transformers) |") == 3 and "total" in table and "2 device call(s)" in bench
     doc = tmp_path / "doc.md"
     doc.write_text("# x\n")
-    gpu_study._replace_block(doc, "t", "one", "## T")
-    gpu_study._replace_block(doc, "t", "two", "## T")
+    common.write_section("t", "one", "## T\n\n", path=doc)
+    common.write_section("t", "two", "## T\n\n", path=doc)
     assert doc.read_text().count("<!-- bench:t:begin -->") == 1 and "two" in doc.read_text() and "one" not in doc.read_text()
